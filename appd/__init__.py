@@ -1,0 +1,23 @@
+"""appd: app service daemons.
+
+Small, supervised service processes that own a scarce resource, and a safe client that many web
+workers use to call them over an authenticated, encrypted socket.
+"""
+
+from __future__ import annotations
+
+from appd.logging import configure_logging, get_logger
+
+__all__ = [
+    "__version__",
+    "configure_logging",
+    "get_logger",
+]
+
+
+def __getattr__(name: str) -> str:
+    if name == "__version__":
+        from importlib.metadata import version
+
+        return version("appd")
+    raise AttributeError(f"module 'appd' has no attribute {name!r}")

@@ -1,0 +1,116 @@
+"""Structured logging for every appd process.
+
+Each process (the caller, a guardian, an executor, a worker, a service process) calls
+:func:`configure_logging` once, right after it comes to life, naming its *role*.  Every record
+then carries that role and the pid of the process that wrote it, so interleaved lines from a
+whole process tree stay readable.  Records are JSON lines when the output is not a terminal (what
+journald, Kubernetes and log shippers want) and a coloured console layout on a terminal.
+
+structlog renders the event to one string and hands it to the standard library's ``logging``, so
+an application's own ``logging_config`` (a :func:`logging.config.dictConfig` dictionary, as the
+seed's users pass it) still decides where records go.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+import os
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import IO, Any, Literal
+
+import structlog
+
+__all__ = ["configure_logging", "current_role", "get_logger"]
+
+#: The role of this process: "main", "guardian", "executor", or a worker's or service's name.
+_role = "main"
+
+Renderer = Literal["json", "console"]
+
+
+def current_role() -> str:
+    """The role this process announced in its last :func:`configure_logging` call."""
+    return _role
+
+
+def _add_role_and_pid(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    # Read at log time, not at configure time: a forked child logs its own pid even before it
+    # reconfigures.
+    event_dict.setdefault("role", _role)
+    event_dict.setdefault("pid", os.getpid())
+    return event_dict
+
+
+def _choose_renderer(stream: IO[str]) -> Renderer:
+    try:
+        return "console" if stream.isatty() else "json"
+    except (ValueError, OSError):  # a closed or odd stream: machines read it
+        return "json"
+
+
+def configure_logging(
+    role: str,
+    *,
+    logging_config: Mapping[str, Any] | None = None,
+    stream: IO[str] | None = None,
+    renderer: Renderer | None = None,
+    level: int | str = logging.INFO,
+) -> None:
+    """Set up structlog and the standard library's logging for this process.
+
+    :param role: what this process is, carried by every record ("guardian", "executor",
+        a worker's name, ...).
+    :param logging_config: a :func:`logging.config.dictConfig` dictionary; when given it decides
+        handlers and levels, and appd adds none of its own.
+    :param stream: where appd's default handler writes (standard error when omitted).
+    :param renderer: ``"json"`` or ``"console"``; by default JSON unless ``stream`` is a terminal.
+    :param level: the root level for appd's default handler.
+
+    Calling it again in the same process changes the role and replaces appd's handler; it never
+    stacks handlers.
+    """
+    global _role
+    _role = role
+    out = stream if stream is not None else sys.stderr
+    chosen = renderer or _choose_renderer(out)
+    final: Any = (
+        structlog.dev.ConsoleRenderer(colors=False)
+        if chosen == "console"
+        else structlog.processors.JSONRenderer(default=repr)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            _add_role_and_pid,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            final,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_appd_handler", False):
+            root.removeHandler(handler)
+    if logging_config is not None:
+        logging.config.dictConfig(dict(logging_config))
+        return
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler._appd_handler = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+def get_logger(name: str = "appd") -> Any:
+    """A structlog logger whose records go through the standard library logger ``name``."""
+    return structlog.stdlib.get_logger(name)

@@ -1,0 +1,39 @@
+"""Development sessions: ``nox`` runs lint, typecheck and tests; ``nox -s bench`` the benchmark."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = False
+
+PYTHON = "3.11"
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Install appd for real (entry points through real metadata) and run the test suite."""
+    session.install(".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff over the package, the tests, the benchmarks and the examples."""
+    session.install("ruff")
+    session.run("ruff", "check", "appd", "tests", "bench", "docs/examples", "noxfile.py")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on appd/."""
+    session.install(".[typecheck]")
+    session.run("mypy", "--strict", "appd")
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """appd side by side with raw sockets and peer libraries; prints ratios to raw TCP."""
+    session.install(".[bench]")
+    session.run("python", "bench/run.py", *session.posargs)
