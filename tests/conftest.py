@@ -8,7 +8,6 @@ the session every leftover process is a descendant we can list, report and kill 
 from __future__ import annotations
 
 import ctypes
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from support import descendants, kill_pids, pid_alive, reap_zombies  # noqa: E402
+from support import descendants, kill_pids, pid_alive, reap_zombies
 
 PR_SET_CHILD_SUBREAPER = 36
 
