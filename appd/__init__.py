@@ -7,11 +7,16 @@ workers use to call them over an authenticated, encrypted socket.
 from __future__ import annotations
 
 from appd.logging import configure_logging, get_logger
+from appd.runtime import quit_requested, sleep
+from appd.service import AppServiceBase
 
 __all__ = [
-    "__version__",
+    "AppServiceBase",
     "configure_logging",
     "get_logger",
+    "quit_requested",
+    "sleep",
+    "__version__",
 ]
 
 

@@ -1,0 +1,72 @@
+"""Services: the units the supervisor runs, each in processes of its own."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from typing import Any, ClassVar
+
+from appd.runtime import quit_requested, sleep
+
+__all__ = ["AppServiceBase", "is_service_class", "service_name_for"]
+
+
+def service_name_for(cls: type) -> str:
+    """The default service name: the class name in snake case, without a ``Service`` suffix.
+
+    ``PowerService`` -> ``power``; ``LicenceSeatService`` -> ``licence_seat``.
+    """
+    base = cls.__name__
+    if base.endswith("Service") and base != "Service":
+        base = base[: -len("Service")]
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", base).lower()
+
+
+class AppServiceBase:
+    """A supervised unit of work that runs in its own process.
+
+    Subclass it, and override :meth:`setup` (runs after fork: open connections and other lazy
+    resources here, never at import), :meth:`run` (the work; by default waits until quit is
+    requested) and :meth:`teardown`.  Settings are class attributes or properties, as in the
+    seed; configuration may override them per service.
+
+    A class that sets ``abstract = True`` in its own body is a base for other services, never a
+    service itself.
+    """
+
+    #: Set to True in a class body to mark a base class that is not a service of its own.
+    abstract: ClassVar[bool] = True
+
+    #: The service's name; by default derived from the class name (see :func:`service_name_for`).
+    name: str
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "abstract" not in cls.__dict__:
+            cls.abstract = False
+        if "name" not in cls.__dict__:
+            cls.name = service_name_for(cls)
+
+    def setup(self) -> None:
+        """Prepare the service in its own process, after fork and before :meth:`run`."""
+
+    def run(self) -> None:
+        """Do the service's work until quit is requested."""
+        while not quit_requested():
+            sleep(1)
+
+    def teardown(self) -> None:
+        """Release what :meth:`setup` opened; runs after :meth:`run`, even when it raised."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+def is_service_class(obj: object) -> bool:
+    """True for a concrete subclass of :class:`AppServiceBase` (not abstract, not a base)."""
+    return (
+        inspect.isclass(obj)
+        and issubclass(obj, AppServiceBase)
+        and not obj.__dict__.get("abstract", False)
+        and not inspect.isabstract(obj)
+    )
