@@ -12,11 +12,11 @@ from appd.service import AppServiceBase
 
 __all__ = [
     "AppServiceBase",
+    "__version__",
     "configure_logging",
     "get_logger",
     "quit_requested",
     "sleep",
-    "__version__",
 ]
 
 
