@@ -6,12 +6,17 @@ workers use to call them over an authenticated, encrypted socket.
 
 from __future__ import annotations
 
+from appd.errors import AppdError, ConfigurationError, DiscoveryError, DuplicateServiceError
 from appd.logging import configure_logging, get_logger
 from appd.runtime import quit_requested, sleep
 from appd.service import AppServiceBase
 
 __all__ = [
     "AppServiceBase",
+    "AppdError",
+    "ConfigurationError",
+    "DiscoveryError",
+    "DuplicateServiceError",
     "__version__",
     "configure_logging",
     "get_logger",
