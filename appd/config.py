@@ -1,0 +1,387 @@
+"""Configuration: where it is found, what it may say, and how secrets are referenced.
+
+appd reads one configuration, the first of:
+
+1. the file given with ``--config PATH``;
+2. the file named by the ``APPD_CONFIG`` environment variable;
+3. ``appd.toml`` in the working directory;
+4. the ``[tool.appd]`` table of ``pyproject.toml`` in the working directory;
+5. nothing: every default (Django sites pass ``settings.APPD`` instead).
+
+Global settings sit at the top level; ``[services.<name>]`` tables override the service class's
+own attributes for that service.  Any string value in a service table may be a reference:
+``env:NAME`` (the environment variable ``NAME``) or ``file:PATH`` (the file's contents, stripped
+of surrounding whitespace), so keys and passwords need not be written in the file.  Every
+setting is described in ``docs/configuration.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from appd.errors import ConfigurationError
+from appd.logging import get_logger
+
+__all__ = [
+    "CONFIG_ENV_VAR",
+    "AppdConfig",
+    "ServiceConfig",
+    "find_config_file",
+    "load_config",
+    "parse_config",
+    "resolve_secret",
+]
+
+#: The environment variable that names the configuration file.
+CONFIG_ENV_VAR: Final = "APPD_CONFIG"
+
+#: Service settings whose values are secrets: never logged, warned about when written literally.
+SECRET_SETTINGS: Final = frozenset({"key", "password", "users"})
+
+#: Per-service settings that belong to the supervisor rather than to the service class.
+SUPERVISOR_SETTINGS: Final = frozenset(
+    {
+        "processes",
+        "enabled",
+        "restart_interval",
+        "restart_max_interval",
+        "restart_backoff",
+        "restart_healthy_after",
+        "restart_max",
+        "restart_window",
+        "stop_grace",
+    }
+)
+
+_LOG_FORMATS: Final = ("auto", "json", "console")
+_LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+
+_log = get_logger("appd.config")
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """What the configuration says about one service.
+
+    :ivar name: the service's name (its ``[services.<name>]`` table).
+    :ivar processes: how many processes serve it; socket services share one listening socket.
+    :ivar enabled: False leaves the service out of ``appd run``.
+    :ivar restart_interval: seconds before the first restart after an abnormal exit.
+    :ivar restart_max_interval: the cap the doubling restart delay never exceeds.
+    :ivar restart_backoff: factor the delay grows by after each consecutive crash.
+    :ivar restart_healthy_after: seconds of uptime after which the delay resets.
+    :ivar restart_max: restarts allowed within ``restart_window`` before the service is FATAL.
+    :ivar restart_window: seconds of the window ``restart_max`` counts in.
+    :ivar stop_grace: seconds a stopping process gets to finish before SIGKILL (``None``: the
+        global ``shutdown_grace``).
+    :ivar settings: everything else: values overriding the class's own attributes.
+    """
+
+    name: str
+    processes: int = 1
+    enabled: bool = True
+    restart_interval: float = 1.0
+    restart_max_interval: float = 30.0
+    restart_backoff: float = 2.0
+    restart_healthy_after: float = 30.0
+    restart_max: int = 5
+    restart_window: float = 60.0
+    stop_grace: float | None = None
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AppdConfig:
+    """The whole configuration, validated, with paths made absolute.
+
+    :ivar source: where it came from (a file path, ``settings.APPD``, or ``None``: defaults).
+    :ivar pid_file: the supervisor's pid file for ``appd start``/``stop``/``status``.
+    :ivar log_file: where a daemonized supervisor and its services write their logs.
+    :ivar log_format: ``auto`` (JSON unless on a terminal), ``json`` or ``console``.
+    :ivar log_level: the lowest level logged.
+    :ivar run_dir: the directory for runtime state (status files, Unix sockets by default).
+    :ivar enabled: names of the services to run (``None``: every discovered service).
+    :ivar modules: modules whose service classes are added to discovery.
+    :ivar paths: directories whose ``services.py`` (or ``*/services.py``) files are discovered.
+    :ivar shutdown_grace: seconds in-flight requests get to finish on stop before SIGKILL.
+    :ivar services: per-service tables by name.
+    """
+
+    source: str | None = None
+    pid_file: Path = Path("appd.pid")
+    log_file: Path = Path("appd.log")
+    log_format: str = "auto"
+    log_level: str = "info"
+    run_dir: Path = Path(".")
+    enabled: tuple[str, ...] | None = None
+    modules: tuple[str, ...] = ()
+    paths: tuple[Path, ...] = ()
+    shutdown_grace: float = 10.0
+    services: Mapping[str, ServiceConfig] = field(default_factory=dict)
+
+    def service(self, name: str) -> ServiceConfig:
+        """The table for ``name``, or the defaults when the configuration has none."""
+        return self.services.get(name) or ServiceConfig(name=name)
+
+
+def resolve_secret(value: str, *, where: str) -> str:
+    """Return ``value``, or what an ``env:NAME`` / ``file:PATH`` reference points at.
+
+    :param where: names the setting in error messages (``"appd.toml: services.power.key"``).
+    """
+    if value.startswith("env:"):
+        var = value[4:]
+        if var not in os.environ:
+            raise ConfigurationError(f"{where}: environment variable {var!r} is not set")
+        return os.environ[var]
+    if value.startswith("file:"):
+        path = Path(value[5:]).expanduser()
+        try:
+            return path.read_text().strip()
+        except OSError as exc:
+            raise ConfigurationError(
+                f"{where}: cannot read {str(path)!r}: {exc.strerror}"
+            ) from None
+    return value
+
+
+def find_config_file(explicit: str | os.PathLike[str] | None = None) -> tuple[Path, str] | None:
+    """Locate the configuration: ``(path, table)`` where table is "" or "tool.appd", or None."""
+    if explicit is not None:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigurationError(f"{path}: configuration file not found")
+        return path, ("tool.appd" if path.name == "pyproject.toml" else "")
+    from_env = os.environ.get(CONFIG_ENV_VAR)
+    if from_env:
+        path = Path(from_env)
+        if not path.is_file():
+            raise ConfigurationError(f"{path}: configuration file not found ({CONFIG_ENV_VAR})")
+        return path, ("tool.appd" if path.name == "pyproject.toml" else "")
+    if Path("appd.toml").is_file():
+        return Path("appd.toml"), ""
+    pyproject = Path("pyproject.toml")
+    if pyproject.is_file():
+        try:
+            data = tomllib.loads(pyproject.read_text())
+        except (OSError, tomllib.TOMLDecodeError):
+            return None
+        if isinstance(data.get("tool"), dict) and "appd" in data["tool"]:
+            return pyproject, "tool.appd"
+    return None
+
+
+def load_config(explicit: str | os.PathLike[str] | None = None) -> AppdConfig:
+    """Find, read and validate the configuration (see the module docstring for the order)."""
+    found = find_config_file(explicit)
+    if found is None:
+        return parse_config({}, source=None, base_dir=Path.cwd())
+    path, table = found
+    try:
+        data: Any = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigurationError(f"{path}: cannot read: {exc.strerror}") from None
+    source = str(path)
+    if table:
+        data = data.get("tool", {}).get("appd", {})
+        source = f"{path} [tool.appd]"
+    config = parse_config(data, source=source, base_dir=path.resolve().parent)
+    _warn_if_secrets_readable(path, data)
+    return config
+
+
+def _warn_if_secrets_readable(path: Path, data: Mapping[str, Any]) -> None:
+    literal = [
+        f"services.{name}.{key}"
+        for name, table in (data.get("services") or {}).items()
+        if isinstance(table, Mapping)
+        for key, value in table.items()
+        if key in SECRET_SETTINGS and _holds_literal(value)
+    ]
+    if not literal:
+        return
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        _log.warning(
+            "configuration file readable by others holds literal secrets",
+            path=str(path),
+            settings=literal,
+            mode=oct(stat.S_IMODE(mode)),
+            hint="chmod 600 the file, or write the secrets as env:NAME or file:PATH",
+        )
+
+
+def _holds_literal(value: Any) -> bool:
+    if isinstance(value, str):
+        return not value.startswith(("env:", "file:"))
+    if isinstance(value, Mapping):
+        return any(_holds_literal(v) for v in value.values())
+    return value is not None
+
+
+class _Reader:
+    """Typed access to one table, raising one-line errors naming source, key and problem."""
+
+    def __init__(self, data: Mapping[str, Any], *, source: str, prefix: str) -> None:
+        self.data = data
+        self.source = source
+        self.prefix = prefix
+
+    def where(self, key: str) -> str:
+        return f"{self.source}: {self.prefix}{key}"
+
+    def fail(self, key: str, problem: str) -> ConfigurationError:
+        return ConfigurationError(f"{self.where(key)}: {problem}")
+
+    def number(self, key: str, default: float, *, minimum: float = 0.0) -> float:
+        value = self.data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(key, f"expected a number, got {_shown(value)}")
+        if value < minimum:
+            raise self.fail(key, f"must be at least {minimum:g}, got {value!r}")
+        return float(value)
+
+    def integer(self, key: str, default: int, *, minimum: int = 0) -> int:
+        value = self.data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(key, f"expected an integer, got {_shown(value)}")
+        if value < minimum:
+            raise self.fail(key, f"must be at least {minimum}, got {value!r}")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.data.get(key, default)
+        if not isinstance(value, bool):
+            raise self.fail(key, f"expected true or false, got {_shown(value)}")
+        return value
+
+    def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.data.get(key, default)
+        if not isinstance(value, str) or value.lower() not in choices:
+            raise self.fail(key, f"expected one of {', '.join(choices)}, got {_shown(value)}")
+        return value.lower()
+
+    def string(self, key: str, default: str) -> str:
+        value = self.data.get(key, default)
+        if not isinstance(value, str) or not value:
+            raise self.fail(key, f"expected a non-empty string, got {_shown(value)}")
+        return value
+
+    def strings(self, key: str) -> tuple[str, ...] | None:
+        if key not in self.data:
+            return None
+        value = self.data[key]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.fail(key, f"expected a list of strings, got {_shown(value)}")
+        return tuple(value)
+
+
+def _shown(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
+_GLOBAL_KEYS: Final = frozenset(
+    {
+        "pid_file",
+        "log_file",
+        "log_format",
+        "log_level",
+        "run_dir",
+        "enabled",
+        "modules",
+        "paths",
+        "shutdown_grace",
+        "services",
+    }
+)
+
+
+def parse_config(
+    data: Mapping[str, Any], *, source: str | None, base_dir: Path
+) -> AppdConfig:
+    """Validate a configuration mapping (a TOML table or ``settings.APPD``).
+
+    Relative paths are taken relative to ``base_dir`` (the configuration file's directory).
+
+    :raises ConfigurationError: naming the source, the key and what is wrong.
+    """
+    label = source or "configuration"
+    if not isinstance(data, Mapping):
+        raise ConfigurationError(f"{label}: expected a table of settings, got {_shown(data)}")
+    top = _Reader(data, source=label, prefix="")
+    unknown = sorted(set(data) - _GLOBAL_KEYS)
+    if unknown:
+        raise top.fail(
+            unknown[0], f"unknown setting (known: {', '.join(sorted(_GLOBAL_KEYS))})"
+        )
+
+    def path_of(key: str, default: str) -> Path:
+        return (base_dir / top.string(key, default)).resolve()
+
+    services_table = data.get("services", {})
+    if not isinstance(services_table, Mapping):
+        raise top.fail(
+            "services", f"expected a table of service tables, got {_shown(services_table)}"
+        )
+    services = {
+        name: _parse_service(name, table, source=label)
+        for name, table in services_table.items()
+    }
+    paths = top.strings("paths") or ()
+    return AppdConfig(
+        source=source,
+        pid_file=path_of("pid_file", "appd.pid"),
+        log_file=path_of("log_file", "appd.log"),
+        log_format=top.choice("log_format", "auto", _LOG_FORMATS),
+        log_level=top.choice("log_level", "info", _LOG_LEVELS),
+        run_dir=path_of("run_dir", "."),
+        enabled=top.strings("enabled"),
+        modules=top.strings("modules") or (),
+        paths=tuple((base_dir / p).resolve() for p in paths),
+        shutdown_grace=top.number("shutdown_grace", 10.0),
+        services=services,
+    )
+
+
+def _parse_service(name: str, table: Any, *, source: str) -> ServiceConfig:
+    prefix = f"services.{name}."
+    if not isinstance(table, Mapping):
+        raise ConfigurationError(
+            f"{source}: services.{name}: expected a table of settings, got {_shown(table)}"
+        )
+    reader = _Reader(table, source=source, prefix=prefix)
+    settings = {
+        key: _resolve_references(value, where=reader.where(key))
+        for key, value in table.items()
+        if key not in SUPERVISOR_SETTINGS
+    }
+    stop_grace = table.get("stop_grace")
+    return ServiceConfig(
+        name=name,
+        processes=reader.integer("processes", 1, minimum=1),
+        enabled=reader.boolean("enabled", True),
+        restart_interval=reader.number("restart_interval", 1.0),
+        restart_max_interval=reader.number("restart_max_interval", 30.0),
+        restart_backoff=reader.number("restart_backoff", 2.0, minimum=1.0),
+        restart_healthy_after=reader.number("restart_healthy_after", 30.0),
+        restart_max=reader.integer("restart_max", 5),
+        restart_window=reader.number("restart_window", 60.0),
+        stop_grace=None if stop_grace is None else reader.number("stop_grace", 0.0),
+        settings=settings,
+    )
+
+
+def _resolve_references(value: Any, *, where: str) -> Any:
+    if isinstance(value, str):
+        return resolve_secret(value, where=where)
+    if isinstance(value, Mapping):
+        return {k: _resolve_references(v, where=f"{where}.{k}") for k, v in value.items()}
+    return value
