@@ -1,0 +1,15 @@
+"""appd's own behaviour, written as hook implementations so that plugins can wrap it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from appd.hookspecs import RequestHandler, RequestReply, hookimpl
+
+__all__ = ["appd_request"]
+
+
+@hookimpl(trylast=True)
+def appd_request(service: RequestHandler, request: Any) -> RequestReply:
+    """Serve the request with the service's own handler: the innermost step of every request."""
+    return service.process_request(request)
