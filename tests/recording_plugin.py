@@ -30,7 +30,11 @@ class Recorder:
         self.calls.append((hook, kwargs))
         path = os.environ.get("APPD_RECORD_HOOKS")
         if path:
-            line = {"hook": hook, "pid": os.getpid(), "kwargs": {k: repr(v) for k, v in kwargs.items()}}
+            line = {
+                "hook": hook,
+                "pid": os.getpid(),
+                "kwargs": {k: repr(v) for k, v in kwargs.items()},
+            }
             with open(path, "a") as out:
                 out.write(json.dumps(line) + "\n")
 

@@ -113,9 +113,7 @@ def test_two_classes_with_one_name_name_both_sources(pkg: tuple[Path, str]) -> N
             "from appd import AppServiceBase\n\nclass PowerService(AppServiceBase):\n    pass\n",
         )
     with pytest.raises(DuplicateServiceError) as info:
-        discover_services(
-            modules=[f"{name}.one", f"{name}.two"], entry_points=False, django=False
-        )
+        discover_services(modules=[f"{name}.one", f"{name}.two"], entry_points=False, django=False)
     message = str(info.value)
     assert "'power'" in message
     assert f"module {name}.one" in message and f"module {name}.two" in message
@@ -123,10 +121,11 @@ def test_two_classes_with_one_name_name_both_sources(pkg: tuple[Path, str]) -> N
 
 def test_one_class_found_twice_is_one_service(pkg: tuple[Path, str]) -> None:
     path, name = pkg
-    write(path / "a.py", "from appd import AppServiceBase\n\nclass AService(AppServiceBase):\n    pass\n")
-    found = discover_services(
-        modules=[f"{name}.a", f"{name}.a"], entry_points=False, django=False
+    write(
+        path / "a.py",
+        "from appd import AppServiceBase\n\nclass AService(AppServiceBase):\n    pass\n",
     )
+    found = discover_services(modules=[f"{name}.a", f"{name}.a"], entry_points=False, django=False)
     assert len(found) == 1
 
 

@@ -75,8 +75,8 @@ def test_every_spec_has_the_documented_names_and_markers() -> None:
         assert func.__doc__, name
         for arg in spec_args(name):
             assert f":param {arg}:" in func.__doc__, (name, arg)
-    assert getattr(hookspecs.appd_configure, "appd_spec")["historic"] is True
-    assert getattr(hookspecs.appd_request, "appd_spec")["firstresult"] is True
+    assert hookspecs.appd_configure.appd_spec["historic"] is True
+    assert hookspecs.appd_request.appd_spec["firstresult"] is True
 
 
 def test_nothing_is_registered_at_import_and_each_factory_call_is_fresh() -> None:
