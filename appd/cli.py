@@ -15,7 +15,7 @@ def build_parser(hooks: Hooks | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="appd", description="Run and call app service daemons.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     if hooks is not None:
-        hooks.add_commands(subparsers)
+        hooks.appd_add_commands(subparsers=subparsers)
     return parser
 
 

@@ -132,7 +132,7 @@ def _from_entry_points(collector: _Collector) -> None:
 
 
 def _from_hooks(collector: _Collector, hooks: Hooks) -> None:
-    for plugin_name, classes in hooks.services():
+    for plugin_name, classes in hooks.appd_services():
         for cls in classes:
             collector.add(cls, f"hook appd_services of plugin {plugin_name}")
 

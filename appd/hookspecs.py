@@ -11,7 +11,7 @@ to ``processes - 1``); it stays the same when the process at that index is resta
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import pluggy
@@ -56,15 +56,15 @@ class RequestHandler(Protocol):
 
 
 @hookspec(historic=True)
-def appd_configure(config: MutableMapping[str, Any]) -> None:
+def appd_configure(config: Any) -> None:
     """Adjust the configuration before any service starts.
 
     Historic: a plugin registered after the call is still called with the same ``config``, so
     every plugin sees it exactly once whenever it arrives.
 
     :param config: the loaded configuration (global settings, and a table per service that
-        overrides the service class's own attributes); change it in place.  It may hold
-        secrets: never log it whole.
+        overrides the service class's own attributes).  It may hold secrets: never log it
+        whole.
     """
 
 

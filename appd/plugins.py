@@ -24,14 +24,14 @@ from __future__ import annotations
 import importlib
 import os
 import traceback
-from collections.abc import Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import importlib_metadata
 import pluggy
 
-from appd import hookspecs
+from appd import core_hooks, hookspecs
 from appd.errors import AppdError, DiscoveryError
 from appd.logging import get_logger
 
@@ -47,6 +47,7 @@ __all__ = [
     "TRACE_ENV",
     "AppdPluginManager",
     "Hooks",
+    "PluginHooks",
     "PluginFailure",
     "get_plugin_manager",
     "load_hooks",
@@ -239,10 +240,11 @@ def get_plugin_manager(
 class Hooks:
     """Typed calls of every hook appd's core fires: one method per hook.
 
-    Lifecycle notifications (``pre_fork``, ``post_fork``, ``service_ready``, ``crash``,
-    ``quit``, ``configure``, ``add_commands``) log a plugin's exception and carry on, so a broken
-    plugin never stops a service; :meth:`request` and :meth:`services` let errors through to
-    the caller, which reports them.
+    Methods are named after the hooks and take the hooks' keyword arguments.  Lifecycle
+    notifications (``appd_pre_fork``, ``appd_post_fork``, ``appd_service_ready``,
+    ``appd_crash``, ``appd_quit``, ``appd_configure``, ``appd_add_commands``) log a plugin's
+    exception and carry on, so a broken plugin never stops a service; :meth:`appd_request`
+    and :meth:`appd_services` let errors through to the caller, which reports them.
     """
 
     def __init__(self, pm: AppdPluginManager) -> None:
@@ -254,14 +256,17 @@ class Hooks:
         except Exception as exc:
             _log.error("hook failed", hook=hook_name, error=_one_line(exc), exc_info=exc)
 
-    def configure(self, config: MutableMapping[str, Any]) -> None:
-        """Fire ``appd_configure``; plugins registered later are called too (historic)."""
+    def appd_configure(self, *, config: Any) -> None:
+        """Fire ``appd_configure``; plugins registered later are called too (historic).
+
+        :param config: the loaded configuration, handed to every plugin.
+        """
         try:
             self.pm.hook.appd_configure.call_historic(kwargs={"config": config})
         except Exception as exc:
             _log.error("hook failed", hook="appd_configure", error=_one_line(exc), exc_info=exc)
 
-    def services(self) -> list[tuple[str, list[type[AppServiceBase]]]]:
+    def appd_services(self) -> list[tuple[str, list[type[AppServiceBase]]]]:
         """Collect ``appd_services`` per plugin: ``(plugin name, classes)`` pairs.
 
         Each implementation is called on its own so that every class can be traced to the
@@ -289,23 +294,23 @@ class Hooks:
             contributions.append((impl.plugin_name, list(result)))
         return contributions
 
-    def pre_fork(self, service: AppServiceBase, worker: int) -> None:
+    def appd_pre_fork(self, *, service: AppServiceBase, worker: int) -> None:
         """Fire ``appd_pre_fork`` in the supervisor before starting process ``worker``."""
         self._notify("appd_pre_fork", service=service, worker=worker)
 
-    def post_fork(self, service: AppServiceBase, worker: int) -> None:
+    def appd_post_fork(self, *, service: AppServiceBase, worker: int) -> None:
         """Fire ``appd_post_fork`` in the new process, before ``service.setup()``."""
         self._notify("appd_post_fork", service=service, worker=worker)
 
-    def service_ready(self, service: AppServiceBase, worker: int) -> None:
+    def appd_service_ready(self, *, service: AppServiceBase, worker: int) -> None:
         """Fire ``appd_service_ready`` once the service accepts requests or runs."""
         self._notify("appd_service_ready", service=service, worker=worker)
 
-    def crash(
+    def appd_crash(
         self,
+        *,
         service: AppServiceBase,
         worker: int,
-        *,
         exitcode: int | None,
         signal: int | None,
         restarts: int,
@@ -322,24 +327,43 @@ class Hooks:
             will_restart=will_restart,
         )
 
-    def quit(self, reason: str) -> None:
+    def appd_quit(self, *, reason: str) -> None:
         """Fire ``appd_quit`` (in the supervisor, and in each service process on quit)."""
         self._notify("appd_quit", reason=reason)
 
-    def request(self, service: hookspecs.RequestHandler, request: Any) -> hookspecs.RequestReply:
+    def appd_request(
+        self,
+        *,
+        service: hookspecs.RequestHandler,
+        request: Any,
+        handler: Callable[[Any], hookspecs.RequestReply] | None = None,
+    ) -> hookspecs.RequestReply:
         """Serve ``request`` through ``appd_request``: plugins' wrappers around the handler.
 
+        :param handler: what the innermost, builtin step calls instead of
+            ``service.process_request`` (for a caller that has rebound that method to come
+            through here).
         :raises AppdError: no implementation answered (the builtin one was removed).
         Exceptions from the handler or from a plugin refusing the request propagate.
         """
-        result = self.pm.hook.appd_request(service=service, request=request)
+        token = core_hooks.innermost_handler.set(handler)
+        try:
+            result = self.pm.hook.appd_request(service=service, request=request)
+        finally:
+            core_hooks.innermost_handler.reset(token)
         if result is None:
             raise AppdError("no appd_request implementation answered the request")
         return result  # type: ignore[no-any-return]
 
-    def add_commands(self, subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    def appd_add_commands(
+        self, *, subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
+    ) -> None:
         """Fire ``appd_add_commands`` so plugins add their subcommands."""
         self._notify("appd_add_commands", subparsers=subparsers)
+
+
+#: The facade under the name the supervisor knows it by.
+PluginHooks = Hooks
 
 
 def load_hooks(

@@ -165,19 +165,21 @@ def test_its_plugin_hooks_fire_with_the_documented_arguments(hooks: Hooks) -> No
     service = discover_services(hooks=hooks, django=False)[0].cls()
     recorder.calls.clear()
     config: dict[str, object] = {}
-    hooks.configure(config)
-    hooks.services()
-    hooks.pre_fork(service, 0)
-    hooks.post_fork(service, 0)
-    hooks.service_ready(service, 0)
-    hooks.crash(service, 0, exitcode=3, signal=None, restarts=1, will_restart=True)
-    hooks.quit("stop")
+    hooks.appd_configure(config=config)
+    hooks.appd_services()
+    hooks.appd_pre_fork(service=service, worker=0)
+    hooks.appd_post_fork(service=service, worker=0)
+    hooks.appd_service_ready(service=service, worker=0)
+    hooks.appd_crash(
+        service=service, worker=0, exitcode=3, signal=None, restarts=1, will_restart=True
+    )
+    hooks.appd_quit(reason="stop")
 
     class Echo:
         def process_request(self, request: object) -> tuple[list[object], dict[str, object]]:
             return [request], {}
 
-    assert hooks.request(Echo(), "ping") == (["ping"], {})
+    assert hooks.appd_request(service=Echo(), request="ping") == (["ping"], {})
     assert config == {"recorded": True}
     called = [hook for hook, _ in recorder.calls if hasattr(hookspecs, hook)]
     assert called == [

@@ -89,7 +89,7 @@ def test_nothing_is_registered_at_import_and_each_factory_call_is_fresh() -> Non
 def test_configure_is_historic_and_may_change_the_config(recorder: Recorder) -> None:
     hooks = load_hooks(entry_points=False, environ={})
     config: dict[str, Any] = {"services": {}}
-    hooks.configure(config)
+    hooks.appd_configure(config=config)
     late = Recorder()
     hooks.pm.register(late)
     assert late.calls == [("appd_configure", {"config": config})]
@@ -98,7 +98,7 @@ def test_configure_is_historic_and_may_change_the_config(recorder: Recorder) -> 
 
 def test_services_are_collected_per_plugin(hooks: Hooks, recorder: Recorder) -> None:
     name = hooks.pm.get_name(recorder)
-    assert hooks.services() == [(name, [HookContributedService])]
+    assert hooks.appd_services() == [(name, [HookContributedService])]
     assert recorder.hooks_called() == ["appd_services"]
 
 
@@ -110,18 +110,20 @@ def test_services_hook_errors_name_the_plugin(hooks: Hooks) -> None:
 
     hooks.pm.register(Bad(), name="bad-services")
     with pytest.raises(DiscoveryError, match="plugin 'bad-services' returned str"):
-        hooks.services()
+        hooks.appd_services()
 
 
 def test_lifecycle_hooks_fire_with_their_documented_arguments(
     hooks: Hooks, recorder: Recorder
 ) -> None:
     service = SomeService()
-    hooks.pre_fork(service, 0)
-    hooks.post_fork(service, 1)
-    hooks.service_ready(service, 1)
-    hooks.crash(service, 1, exitcode=None, signal=9, restarts=2, will_restart=False)
-    hooks.quit("signal SIGTERM")
+    hooks.appd_pre_fork(service=service, worker=0)
+    hooks.appd_post_fork(service=service, worker=1)
+    hooks.appd_service_ready(service=service, worker=1)
+    hooks.appd_crash(
+        service=service, worker=1, exitcode=None, signal=9, restarts=2, will_restart=False
+    )
+    hooks.appd_quit(reason="signal SIGTERM")
     for hook, kwargs in recorder.calls:
         assert list(kwargs) == spec_args(hook), hook
     assert recorder.calls[3] == (
@@ -146,7 +148,7 @@ def test_a_failing_lifecycle_hook_is_logged_and_does_not_propagate(hooks: Hooks)
 
     hooks.pm.register(Exploding(), name="exploding")
     with capture_logs() as logs:
-        hooks.quit("stop")
+        hooks.appd_quit(reason="stop")
     [event] = [e for e in logs if e["event"] == "hook failed"]
     assert event["hook"] == "appd_quit"
     assert event["error"] == "RuntimeError: boom in quit"
@@ -156,7 +158,7 @@ def test_request_runs_the_service_handler_inside_plugin_wrappers(
     hooks: Hooks, recorder: Recorder
 ) -> None:
     service = FakeService()
-    reply = hooks.request(service, "poweron")
+    reply = hooks.appd_request(service=service, request="poweron")
     assert reply == (["poweron"], {"served": True})
     assert service.seen == ["poweron"]
     assert recorder.calls == [
@@ -168,7 +170,7 @@ def test_request_runs_the_service_handler_inside_plugin_wrappers(
 def test_a_wrapper_can_refuse_a_request_before_the_handler_runs(hooks: Hooks) -> None:
     service = FakeService()
     with pytest.raises(PermissionError, match="refused"):
-        hooks.request(service, "forbidden")
+        hooks.appd_request(service=service, request="forbidden")
     assert service.seen == []
 
 
@@ -180,8 +182,8 @@ def test_a_plugin_may_answer_a_request_itself(hooks: Hooks) -> None:
 
     hooks.pm.register(Cache())
     service = FakeService()
-    assert hooks.request(service, "cached") == (["cached"], {})
-    assert hooks.request(service, "other") == (["other"], {"served": True})
+    assert hooks.appd_request(service=service, request="cached") == (["cached"], {})
+    assert hooks.appd_request(service=service, request="other") == (["other"], {"served": True})
     assert service.seen == ["other"]
 
 
@@ -204,9 +206,9 @@ def test_timing_wrapper_sees_the_result_and_exceptions(hooks: Hooks) -> None:
             raise ValueError("handler failed")
 
     hooks.pm.register(Timer())
-    hooks.request(FakeService(), "x")
+    hooks.appd_request(service=FakeService(), request="x")
     with pytest.raises(ValueError, match="handler failed"):
-        hooks.request(Failing(), "x")
+        hooks.appd_request(service=Failing(), request="x")
     assert seen[0] == (["x"], {"served": True})
     assert isinstance(seen[1], ValueError)
 
@@ -231,8 +233,8 @@ def test_unknown_hooks_in_a_caller_plugin_fail_the_check() -> None:
 def test_tracing_logs_every_call_without_config_contents(recorder: Recorder) -> None:
     hooks = load_hooks(plugins=[recorder], entry_points=False, environ={"APPD_TRACE_HOOKS": "1"})
     with capture_logs() as logs:
-        hooks.configure({"password": "hunter2-very-secret"})
-        hooks.pre_fork(SomeService(), 3)
+        hooks.appd_configure(config={"password": "hunter2-very-secret"})
+        hooks.appd_pre_fork(service=SomeService(), worker=3)
     calls = [e for e in logs if e["event"] == "hook call"]
     assert [e["hook"] for e in calls] == ["appd_configure", "appd_pre_fork"]
     assert calls[1]["kwargs"] == {"service": "<SomeService 'some'>", "worker": 3}
@@ -241,7 +243,7 @@ def test_tracing_logs_every_call_without_config_contents(recorder: Recorder) -> 
 
 def test_tracing_is_off_by_default(hooks: Hooks) -> None:
     with capture_logs() as logs:
-        hooks.quit("stop")
+        hooks.appd_quit(reason="stop")
     assert logs == []
 
 
@@ -253,3 +255,22 @@ def test_list_plugins_shows_hooks_and_sources(hooks: Hooks, recorder: Recorder) 
     mine = by_name[hooks.pm.get_name(recorder)]
     assert mine.hooks == tuple(SPEC_NAMES)
     assert report.failures == []
+
+
+def test_a_given_handler_replaces_process_request_inside_the_wrappers(
+    hooks: Hooks, recorder: Recorder
+) -> None:
+    service = FakeService()
+    direct = service.process_request
+
+    def rebound(request: Any) -> Any:
+        return hooks.appd_request(service=service, request=request, handler=direct)
+
+    service.process_request = rebound  # type: ignore[method-assign]
+    assert service.process_request("poweron") == (["poweron"], {"served": True})
+    assert service.seen == ["poweron"]
+    assert recorder.hooks_called() == ["appd_request", "appd_request result"]
+    assert hooks.appd_request(service=FakeService(), request="plain") == (
+        ["plain"],
+        {"served": True},
+    )
