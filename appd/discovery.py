@@ -79,10 +79,14 @@ def _import(module_name: str, what: str) -> ModuleType:
     try:
         return importlib.import_module(module_name)
     except Exception as exc:
-        raise DiscoveryError(
-            f"cannot import {what} (module {module_name}): {type(exc).__name__}: {exc}\n"
-            + "".join(traceback.format_exception(exc))
-        ) from exc
+        raise _failure(f"cannot import {what} (module {module_name})", exc) from exc
+
+
+def _failure(what: str, exc: BaseException) -> DiscoveryError:
+    """``what`` failed because of ``exc``: one line saying so, then the original traceback."""
+    return DiscoveryError(
+        f"{what}: {type(exc).__name__}: {exc}\n" + "".join(traceback.format_exception(exc))
+    )
 
 
 class _Collector:
@@ -121,10 +125,7 @@ def _from_entry_points(collector: _Collector) -> None:
         try:
             target = ep.load()
         except Exception as exc:
-            raise DiscoveryError(
-                f"cannot load {source} ({ep.value}): {type(exc).__name__}: {exc}\n"
-                + "".join(traceback.format_exception(exc))
-            ) from exc
+            raise _failure(f"cannot load {source} ({ep.value})", exc) from exc
         if isinstance(target, ModuleType):
             collector.add_module(target, source)
         else:
