@@ -6,8 +6,11 @@ workers use to call them over an authenticated, encrypted socket.
 
 from __future__ import annotations
 
+from appd.discovery import DiscoveredService, discover_services
 from appd.errors import AppdError, ConfigurationError, DiscoveryError, DuplicateServiceError
+from appd.hookspecs import hookimpl
 from appd.logging import configure_logging, get_logger
+from appd.plugins import Hooks, get_plugin_manager, load_hooks
 from appd.runtime import quit_requested, sleep
 from appd.service import AppServiceBase
 
@@ -15,11 +18,17 @@ __all__ = [
     "AppServiceBase",
     "AppdError",
     "ConfigurationError",
+    "DiscoveredService",
     "DiscoveryError",
     "DuplicateServiceError",
+    "Hooks",
     "__version__",
     "configure_logging",
+    "discover_services",
     "get_logger",
+    "get_plugin_manager",
+    "hookimpl",
+    "load_hooks",
     "quit_requested",
     "sleep",
 ]
