@@ -6,22 +6,44 @@ workers use to call them over an authenticated, encrypted socket.
 
 from __future__ import annotations
 
-from appd.errors import AppdError, ConfigurationError, DiscoveryError, DuplicateServiceError
+from appd.errors import (
+    AppdError,
+    ConfigurationError,
+    DiscoveryError,
+    DuplicateServiceError,
+    EntryLoadError,
+    PidFileLocked,
+)
 from appd.logging import configure_logging, get_logger
-from appd.runtime import quit_requested, sleep
+from appd.runtime import (
+    DaemonRunStatus,
+    RestartPolicy,
+    WorkerStartInfo,
+    quit_requested,
+    sleep,
+    start_daemon,
+    start_workers,
+)
 from appd.service import AppServiceBase
 
 __all__ = [
     "AppServiceBase",
     "AppdError",
     "ConfigurationError",
+    "DaemonRunStatus",
     "DiscoveryError",
     "DuplicateServiceError",
+    "EntryLoadError",
+    "PidFileLocked",
+    "RestartPolicy",
+    "WorkerStartInfo",
     "__version__",
     "configure_logging",
     "get_logger",
     "quit_requested",
     "sleep",
+    "start_daemon",
+    "start_workers",
 ]
 
 
