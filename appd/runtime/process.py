@@ -56,6 +56,7 @@ log = get_logger("appd.runtime")
 #: Logging handlers inherited from the parent: kept referenced, never closed or collected, so
 #: closing their file objects can never close a descriptor number reused in the child.
 _inherited_handlers: list[logging.Handler] = []
+_inherited_streams: list[object] = []
 
 
 class ExitInfo(NamedTuple):
@@ -130,9 +131,15 @@ def redirect_stdio(stdout_filename: str, stderr_filename: str) -> None:
         for fd in opened:
             if fd > 2:
                 os.close(fd)
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    # The parent's stream objects may not write to descriptors 0-2 at all (a test runner's
+    # capture, say): fresh, line-buffered ones do.  The old ones stay referenced so that
+    # collecting them never closes a descriptor number now in other use.
+    _inherited_streams.extend((sys.stdin, sys.stdout, sys.stderr))
+    sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115
+    sys.stdout = open(1, "w", encoding="utf-8", buffering=1, closefd=False)  # noqa: SIM115
+    sys.stderr = open(  # noqa: SIM115
+        2, "w", encoding="utf-8", errors="backslashreplace", buffering=1, closefd=False
+    )
 
 
 def close_inherited_fds(keep: Collection[int] = ()) -> None:
