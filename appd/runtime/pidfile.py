@@ -17,6 +17,7 @@ import contextlib
 import fcntl
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -163,24 +164,36 @@ class PidFile:
         return f"PidFile({self.path!r}, held={self.held})"
 
 
+@contextlib.contextmanager
+def _probe(path: str, operation: int) -> Iterator[tuple[int, bool] | None]:
+    """Open an existing ``path`` and try ``operation`` without waiting: ``(fd, got_the_lock)``,
+    or None when there is no file.  Closing the descriptor on exit drops any lock taken."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        yield None
+        return
+    try:
+        try:
+            fcntl.flock(fd, operation | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield fd, False
+        else:
+            yield fd, True
+    finally:
+        os.close(fd)
+
+
 def read_live_pid(path: str | os.PathLike[str]) -> int | None:
     """The pid of the live process holding the lock on ``path``; None when nobody holds it.
 
     A missing file, a stale file left by a killed process, and garbage all give None.
     """
-    try:
-        fd = os.open(os.fspath(path), os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return _holder_pid(fd, os.fspath(path))
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
+    target = os.fspath(path)
+    with _probe(target, fcntl.LOCK_SH) as probe:
+        if probe is None or probe[1]:
+            return None
+        return _holder_pid(probe[0], target)
 
 
 def remove_if_stale(path: str | os.PathLike[str]) -> bool:
@@ -189,18 +202,8 @@ def remove_if_stale(path: str | os.PathLike[str]) -> bool:
     A parent uses it after it had to SIGKILL a child that could not remove its own pid file.
     """
     target = os.fspath(path)
-    try:
-        fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        if not _same_file(fd, target):
+    with _probe(target, fcntl.LOCK_EX) as probe:
+        if probe is None or not probe[1] or not _same_file(probe[0], target):
             return False
         os.unlink(target)
         return True
-    finally:
-        os.close(fd)

@@ -152,15 +152,26 @@ def close_inherited_fds(keep: Collection[int] = ()) -> None:
                 os.close(fd)
 
 
-def _forget_inherited_logging() -> None:
-    loggers: list[logging.Logger] = [logging.getLogger()]
-    loggers += [
+def _all_loggers() -> list[logging.Logger]:
+    return [logging.getLogger()] + [
         item for item in logging.Logger.manager.loggerDict.values()
         if isinstance(item, logging.Logger)
     ]
-    for logger in loggers:
+
+
+def _forget_inherited_logging() -> None:
+    for logger in _all_loggers():
         _inherited_handlers.extend(logger.handlers)
         logger.handlers.clear()
+
+
+def _flush_logging() -> None:
+    # Not logging.shutdown(): that would also flush and close the handlers inherited from the
+    # parent, whose descriptor numbers may now belong to something else.
+    for logger in _all_loggers():
+        for handler in logger.handlers:
+            with contextlib.suppress(Exception):
+                handler.flush()
 
 
 def become_child(
@@ -214,8 +225,7 @@ def run_child(body: Callable[[], int]) -> NoReturn:
                 sys.stderr.write(text)
     finally:
         flush_stdio()
-        with contextlib.suppress(Exception):
-            logging.shutdown()
+        _flush_logging()
         os._exit(code)
 
 
