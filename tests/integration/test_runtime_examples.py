@@ -76,3 +76,29 @@ def test_example_2_runs_three_workers(daemons: Daemons, example_dir: Path) -> No
     os.kill(guardian, signal.SIGTERM)
     wait_for(lambda: not any(pid_alive(p) for p in everything), message="the daemon to stop")
     assert not list(data.glob("*.pid"))
+
+
+def test_the_readme_main_job_command_starts_the_example(
+    daemons: Daemons, example_dir: Path
+) -> None:
+    readme = (EXAMPLES.parents[1] / "README.md").read_text()
+    install = "python3 -m pip install . && "
+    (line,) = [line for line in readme.splitlines() if line.startswith(install)]
+    command = line[len(install):]
+    (example_dir / "docs").mkdir()
+    shutil.copytree(EXAMPLES, example_dir / "docs" / "examples",
+                    ignore=shutil.ignore_patterns(".data", "__pycache__"))
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    done = subprocess.run(
+        command, shell=True, cwd=example_dir, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PATH": path},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Daemon launched, pid = "), done.stdout
+    guardian = int(done.stdout.split()[-1])
+    daemons.watch(guardian)
+    pid_file = example_dir / "docs" / "examples" / ".data" / "test1.pid"
+    assert read_live_pid(pid_file) == guardian
+    everything = daemons.snapshot()
+    os.kill(guardian, signal.SIGTERM)
+    wait_for(lambda: not any(pid_alive(p) for p in everything), message="the daemon to stop")
