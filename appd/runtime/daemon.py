@@ -198,8 +198,8 @@ def _guardian_main(plan: _DaemonPlan, status_fd: int) -> int:
             logging_config=plan.logging_config,
             keep_fds=(status_fd,),
         )
-    except (OSError, ValueError, TypeError) as exc:
-        return _launch_failed(plan, status_fd, str(exc))
+    except Exception as exc:  # a redirect that cannot open, a logging_config dictConfig rejects
+        return _launch_failed(plan, status_fd, f"{type(exc).__name__}: {exc}")
     pid_file = PidFile(plan.pid_filename)
     try:
         pid_file.acquire()
