@@ -303,3 +303,13 @@ def test_no_caller_code_runs_twice_even_when_the_daemon_fails(
     wait_for(lambda: not (tmp_path / "daemon.pid").exists(), message="the guardian to stop")
     assert lines(tmp_path, "callers") == ["caller continued"]
     assert len(done.stdout.splitlines()) == 1
+
+
+def test_a_logging_config_that_dictconfig_rejects_fails_to_launch(
+    daemons: Daemons, tmp_path: Path
+) -> None:
+    bad = {"version": 1, "handlers": {"h": {"class": "no.such.Handler"}}}
+    status, pid = daemons.start(**_loop_args(tmp_path, logging_config=bad))
+    assert (status, pid) == (DaemonRunStatus.LAUNCH_FAILED, None)
+    assert "ValueError" in (tmp_path / "err.txt").read_text()
+    assert not (tmp_path / "daemon.pid").exists()
