@@ -217,6 +217,7 @@ def _guardian_main(plan: _DaemonPlan, status_fd: int) -> int:
         try:
             entry = load_entry(plan.daemon_entry)
         except EntryLoadError as exc:
+            pid_file.release()  # before reporting: the caller may look for the file at once
             return _launch_failed(plan, status_fd, str(exc))
         log.info("daemon launched", entry=plan.daemon_entry, pid_filename=plan.pid_filename)
         _send(status_fd, DaemonRunStatus.LAUNCHED, pid=os.getpid())
