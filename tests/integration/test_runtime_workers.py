@@ -44,7 +44,10 @@ def test_each_worker_runs_in_its_own_process_with_its_own_locked_pid_file(
     assert len(set(workers)) == 3
     assert sorted(children(executor)) == sorted(workers)
     for i, pid in enumerate(workers, start=1):
-        assert lines(tmp_path, f"worker-{i}-starts") == [str(pid)], "the name is the role"
+        wait_for(  # the worker's role is its name
+            lambda i=i, pid=pid: lines(tmp_path, f"worker-{i}-starts") == [str(pid)],
+            message=f"worker-{i} to note its start under its own name",
+        )
         assert os.readlink(f"/proc/{pid}/fd/0") == os.devnull
         assert os.readlink(f"/proc/{pid}/fd/2") == str(tmp_path / f"worker-{i}.err")
     debug = json.loads((tmp_path / "debug.json").read_text())
@@ -63,7 +66,10 @@ def test_kill_9_of_a_worker_restarts_it(daemons: Daemons, tmp_path: Path) -> Non
         message="worker-2 restarted",
     )
     assert replacement in children(executor)
-    assert lines(tmp_path, "worker-2-starts") == [str(first[1]), str(replacement)]
+    wait_for(
+        lambda: lines(tmp_path, "worker-2-starts") == [str(first[1]), str(replacement)],
+        message="the replacement to run the entry",
+    )
     assert [read_live_pid(tmp_path / f"worker-{i}.pid") for i in (1, 3)] == [first[0], first[2]]
 
     def restarted() -> dict[str, object] | None:
