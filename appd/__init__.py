@@ -7,21 +7,41 @@ workers use to call them over an authenticated, encrypted socket.
 from __future__ import annotations
 
 from appd.discovery import DiscoveredService, discover_services
-from appd.errors import AppdError, ConfigurationError, DiscoveryError, DuplicateServiceError
+from appd.errors import (
+    AppdError,
+    ConfigurationError,
+    DiscoveryError,
+    DuplicateServiceError,
+    EntryLoadError,
+    PidFileLocked,
+)
 from appd.hookspecs import hookimpl
 from appd.logging import configure_logging, get_logger
 from appd.plugins import Hooks, get_plugin_manager, load_hooks
-from appd.runtime import quit_requested, sleep
+from appd.runtime import (
+    DaemonRunStatus,
+    RestartPolicy,
+    WorkerStartInfo,
+    quit_requested,
+    sleep,
+    start_daemon,
+    start_workers,
+)
 from appd.service import AppServiceBase
 
 __all__ = [
     "AppServiceBase",
     "AppdError",
     "ConfigurationError",
+    "DaemonRunStatus",
     "DiscoveredService",
     "DiscoveryError",
     "DuplicateServiceError",
+    "EntryLoadError",
     "Hooks",
+    "PidFileLocked",
+    "RestartPolicy",
+    "WorkerStartInfo",
     "__version__",
     "configure_logging",
     "discover_services",
@@ -31,6 +51,8 @@ __all__ = [
     "load_hooks",
     "quit_requested",
     "sleep",
+    "start_daemon",
+    "start_workers",
 ]
 
 
