@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["lint", "typecheck", "tests"]
@@ -22,7 +24,8 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff over the package, the tests, the benchmarks and the examples."""
     session.install("ruff")
-    session.run("ruff", "check", "appd", "tests", "bench", "docs/examples", "noxfile.py")
+    paths = ["appd", "tests", "bench", "docs/examples", "examples", "noxfile.py"]
+    session.run("ruff", "check", *[p for p in paths if Path(p).exists()])
 
 
 @nox.session(python=PYTHON)

@@ -6,22 +6,53 @@ workers use to call them over an authenticated, encrypted socket.
 
 from __future__ import annotations
 
-from appd.errors import AppdError, ConfigurationError, DiscoveryError, DuplicateServiceError
+from appd.discovery import DiscoveredService, discover_services
+from appd.errors import (
+    AppdError,
+    ConfigurationError,
+    DiscoveryError,
+    DuplicateServiceError,
+    EntryLoadError,
+    PidFileLocked,
+)
+from appd.hookspecs import hookimpl
 from appd.logging import configure_logging, get_logger
-from appd.runtime import quit_requested, sleep
+from appd.plugins import Hooks, get_plugin_manager, load_hooks
+from appd.runtime import (
+    DaemonRunStatus,
+    RestartPolicy,
+    WorkerStartInfo,
+    quit_requested,
+    sleep,
+    start_daemon,
+    start_workers,
+)
 from appd.service import AppServiceBase
 
 __all__ = [
     "AppServiceBase",
     "AppdError",
     "ConfigurationError",
+    "DaemonRunStatus",
+    "DiscoveredService",
     "DiscoveryError",
     "DuplicateServiceError",
+    "EntryLoadError",
+    "Hooks",
+    "PidFileLocked",
+    "RestartPolicy",
+    "WorkerStartInfo",
     "__version__",
     "configure_logging",
+    "discover_services",
     "get_logger",
+    "get_plugin_manager",
+    "hookimpl",
+    "load_hooks",
     "quit_requested",
     "sleep",
+    "start_daemon",
+    "start_workers",
 ]
 
 

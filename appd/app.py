@@ -6,13 +6,14 @@ services with their settings applied, the supervisor, the daemon runtime and the
 
 from __future__ import annotations
 
+import importlib
 import json
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from appd.config import AppdConfig, ServiceConfig, load_config
+from appd.config import AppdConfig, ServiceConfig, finish_config, read_config
 from appd.discovery import DiscoveredService, discover_services
 from appd.errors import AppdError, ConfigurationError
 from appd.logging import configure_logging, get_logger
@@ -24,6 +25,7 @@ __all__ = [
     "client_for",
     "daemon_main",
     "discover",
+    "load",
     "plugin_rows",
     "prepare_services",
     "run_supervisor",
@@ -35,6 +37,30 @@ _log = get_logger("appd")
 
 #: Shortest key ``appd check`` accepts without a warning (bytes); appd keygen makes 32.
 RECOMMENDED_KEY_BYTES = 32
+
+
+def load(config_path: str | None) -> tuple[AppdConfig, Hooks]:
+    """Read the configuration, build the plugin manager (entry points and the configuration's
+    ``plugins``), let ``appd_configure`` adjust the settings, and validate them."""
+    raw = read_config(config_path)
+    plugins = [_import_plugin(name, raw.source) for name in raw.plugin_modules()]
+    hooks = load_hooks(plugins=plugins)
+    config = finish_config(raw, configure=lambda data: hooks.appd_configure(config=data))
+    return config, hooks
+
+
+def _import_plugin(spec: str, source: str | None) -> object:
+    module_name, _, attribute = spec.partition(":")
+    try:
+        plugin: object = importlib.import_module(module_name)
+        for part in filter(None, attribute.split(".")):
+            plugin = getattr(plugin, part)
+    except Exception as exc:
+        raise ConfigurationError(
+            f"{source or 'configuration'}: plugins: cannot load {spec!r}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    return plugin
 
 
 def discover(config: AppdConfig, hooks: Hooks) -> list[DiscoveredService]:
@@ -49,13 +75,10 @@ def apply_settings(service: AppServiceBase, settings: Mapping[str, Any], *, sour
 
     :raises ConfigurationError: a setting the service class does not have.
     """
-    for key, value in settings.items():
-        if not hasattr(type(service), key):
-            raise ConfigurationError(
-                f"{source}: services.{service.name}.{key}: "
-                f"unknown setting for {type(service).__qualname__}"
-            )
-    service.apply_settings(dict(settings))
+    try:
+        service.apply_settings(dict(settings))
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{source}: services.{service.name}: {exc}") from None
 
 
 def prepare_services(
@@ -87,7 +110,7 @@ def _configure_logging_for(config: AppdConfig, role: str) -> None:
     configure_logging(role, renderer=renderer, level=config.log_level.upper())  # type: ignore[arg-type]
 
 
-def run_supervisor(config: AppdConfig, *, hold_pid_file: bool) -> int:
+def run_supervisor(config: AppdConfig, hooks: Hooks, *, hold_pid_file: bool) -> int:
     """``appd run``: supervise every enabled service in the foreground until SIGTERM/SIGINT.
 
     :param hold_pid_file: take the configured pid file (``appd run``); a daemon started by
@@ -107,7 +130,6 @@ def run_supervisor(config: AppdConfig, *, hold_pid_file: bool) -> int:
                 raise AppdError(
                     f"appd is already running (pid {exc.pid}, pid file {config.pid_file})"
                 ) from None
-        hooks = load_hooks()
         services = prepare_services(config, discover(config, hooks))
         if not services:
             raise AppdError("no services to run: discovery found none that are enabled")
@@ -124,7 +146,8 @@ def run_supervisor(config: AppdConfig, *, hold_pid_file: bool) -> int:
 
 def daemon_main(*, config_path: str | None) -> None:
     """The entry of the daemon ``appd start`` launches (runs in the executor process)."""
-    code = run_supervisor(load_config(config_path), hold_pid_file=False)
+    config, hooks = load(config_path)
+    code = run_supervisor(config, hooks, hold_pid_file=False)
     if code:
         raise SystemExit(code)
 
@@ -184,8 +207,7 @@ def _read_status(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _find_service(config: AppdConfig, name: str) -> AppServiceBase:
-    hooks = load_hooks()
+def _find_service(config: AppdConfig, hooks: Hooks, name: str) -> AppServiceBase:
     found = [f for f in discover(config, hooks) if f.name == name]
     if not found:
         raise AppdError(f"no service named {name!r} (see `appd list`)")
@@ -193,11 +215,11 @@ def _find_service(config: AppdConfig, name: str) -> AppServiceBase:
     return service
 
 
-def client_for(config: AppdConfig, name: str, *, timeout: float) -> Any:
+def client_for(config: AppdConfig, hooks: Hooks, name: str, *, timeout: float) -> Any:
     """A client for the socket service ``name``, with its configured address and credentials."""
     from appd.service import SecureSocketAppClient, SecureSocketAppService
 
-    service = _find_service(config, name)
+    service = _find_service(config, hooks, name)
     if not isinstance(service, SecureSocketAppService):
         raise AppdError(f"service {name!r} does not serve requests (not a socket service)")
     return SecureSocketAppClient(
@@ -211,11 +233,10 @@ def client_for(config: AppdConfig, name: str, *, timeout: float) -> Any:
     )
 
 
-def service_rows(config: AppdConfig) -> list[list[str]]:
+def service_rows(config: AppdConfig, hooks: Hooks) -> list[list[str]]:
     """``appd list``: name, class, source and address of every discovered service."""
     from appd.listing import list_services
 
-    hooks = load_hooks()
     settings = {name: dict(sc.settings) for name, sc in config.services.items()}
     return [
         [row.name, row.class_path, row.source, row.address or row.problem or "-"]
@@ -223,24 +244,23 @@ def service_rows(config: AppdConfig) -> list[list[str]]:
     ]
 
 
-def plugin_rows() -> tuple[list[list[str]], list[tuple[str, str]]]:
+def plugin_rows(hooks: Hooks) -> tuple[list[list[str]], list[tuple[str, str]]]:
     """``appd plugins``: loaded plugins with their hooks, and plugins that failed to load."""
     from appd.listing import list_plugins
 
-    report = list_plugins(load_hooks().pm)
+    report = list_plugins(hooks.pm)
     loaded = [[p.name, ", ".join(p.hooks) or "-"] for p in report.loaded]
     failed = [(f.name, f.error) for f in report.failures]
     failed += [(name, "disabled by APPD_DISABLE_PLUGINS") for name in report.disabled]
     return loaded, failed
 
 
-def check(config: AppdConfig) -> tuple[list[str], list[str]]:
+def check(config: AppdConfig, hooks: Hooks) -> tuple[list[str], list[str]]:
     """``appd check``: problems and passed checks, without starting anything."""
     from appd.service import SecureSocketAppService
 
     problems: list[str] = []
     notes = [f"configuration: {config.source or 'defaults (no configuration file)'}"]
-    hooks = load_hooks()
     found = discover(config, hooks)
     notes.append(f"discovery: {len(found)} service(s): {', '.join(f.name for f in found) or '-'}")
     for service in prepare_services(config, found):

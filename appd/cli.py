@@ -7,6 +7,7 @@ Exit codes: 0 success; 1 an error (the reason is printed on standard error); 2 a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -15,8 +16,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-from appd.config import AppdConfig, load_config
+from appd.config import AppdConfig
 from appd.errors import AppdError
+from appd.plugins import Hooks, load_hooks
 
 __all__ = ["EXIT_ERROR", "EXIT_NOT_RUNNING", "EXIT_OK", "EXIT_USAGE", "main"]
 
@@ -33,7 +35,7 @@ STOP_TIMEOUT: Final = 30.0
 Command = Callable[[argparse.Namespace], int]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(hooks: Hooks | None = None) -> argparse.ArgumentParser:
     """The parser for every subcommand, plugins' own subcommands included."""
     parser = argparse.ArgumentParser(
         prog="appd",
@@ -79,15 +81,18 @@ def build_parser() -> argparse.ArgumentParser:
     add("check", cmd_check, "Check configuration, discovery, keys and ports; start nothing.")
     add("keygen", cmd_keygen, "Print a fresh random 32-byte key.")
 
-    from appd.plugins import get_plugin_manager
-
-    get_plugin_manager().hook.appd_add_commands(subparsers=commands)
+    if hooks is not None:
+        hooks.appd_add_commands(subparsers=commands)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``appd`` console script; returns the process exit code."""
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, *, hooks: Hooks | None = None) -> int:
+    """Entry point of the ``appd`` console script; returns the process exit code.
+
+    :param hooks: the plugin facade (built from installed plugins when omitted); plugins add
+        their own subcommands through it.
+    """
+    parser = build_parser(hooks if hooks is not None else load_hooks())
     args = parser.parse_args(argv)
     handler: Command | None = getattr(args, "handler", None)
     if handler is None:
@@ -107,7 +112,13 @@ def _error(message: str) -> None:
 
 
 def _config(args: argparse.Namespace) -> AppdConfig:
-    return load_config(args.config)
+    return _load(args)[0]
+
+
+def _load(args: argparse.Namespace) -> tuple[AppdConfig, Hooks]:
+    from appd.app import load
+
+    return load(args.config)
 
 
 # -- run / start / stop / restart ---------------------------------------------------------------
@@ -116,7 +127,7 @@ def _config(args: argparse.Namespace) -> AppdConfig:
 def cmd_run(args: argparse.Namespace) -> int:
     from appd.app import run_supervisor
 
-    return run_supervisor(_config(args), hold_pid_file=True)
+    return run_supervisor(*_load(args), hold_pid_file=True)
 
 
 def cmd_start(args: argparse.Namespace) -> int:
@@ -139,10 +150,8 @@ def cmd_stop(args: argparse.Namespace) -> int:
         print(f"appd stopped (pid {pid})")
         return EXIT_OK
     _error(f"appd (pid {pid}) did not stop within {args.timeout:g}s; sending SIGKILL")
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     _wait_until(lambda: read_live_pid(config.pid_file) is None, 5.0)
     return EXIT_ERROR
 
@@ -231,9 +240,9 @@ def _json_or_string(text: str) -> Any:
 def cmd_call(args: argparse.Namespace) -> int:
     from appd.app import client_for
 
-    config = _config(args)
+    config, hooks = _load(args)
     positional, keywords = parse_call_arguments(args.args)
-    with client_for(config, args.service, timeout=args.timeout) as client:
+    with client_for(config, hooks, args.service, timeout=args.timeout) as client:
         res_args, res_kwargs = client.send_request(args.cmd, *positional, **keywords)
     print(json.dumps({"args": list(res_args), "kwargs": dict(res_kwargs)}, default=repr))
     return EXIT_OK
@@ -245,7 +254,7 @@ def cmd_call(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from appd.app import service_rows
 
-    rows = service_rows(_config(args))
+    rows = service_rows(*_load(args))
     if not rows:
         print("no services found")
         return EXIT_OK
@@ -256,7 +265,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_plugins(args: argparse.Namespace) -> int:
     from appd.app import plugin_rows
 
-    loaded, failed = plugin_rows()
+    loaded, failed = plugin_rows(_load(args)[1])
     _print_table(["PLUGIN", "HOOKS"], loaded)
     for name, error in failed:
         print(f"failed: {name}: {error}")
@@ -266,7 +275,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from appd.app import check
 
-    problems, notes = check(_config(args))
+    problems, notes = check(*_load(args))
     for note in notes:
         print(f"ok: {note}")
     for problem in problems:

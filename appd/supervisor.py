@@ -27,10 +27,10 @@ from typing import Any
 from appd.config import AppdConfig, ServiceConfig
 from appd.errors import AppdError
 from appd.logging import get_logger
-from appd.plugins import PluginHooks
+from appd.plugins import Hooks
 from appd.runtime import quit_requested, request_quit
 from appd.runtime.process import ExitInfo, reap, spawn, stop_processes
-from appd.runtime.restart import RestartPolicy, RestartTracker
+from appd.runtime.restart import RestartTracker
 from appd.runtime.signals import install_quit_handlers
 from appd.scoreboard import Scoreboard, SlotState
 from appd.service import AppServiceBase
@@ -82,17 +82,6 @@ class _Worker:
         return f"{self.service.name}[{self.index}]"
 
 
-def _policy_for(config: ServiceConfig) -> RestartPolicy:
-    return RestartPolicy(
-        interval=config.restart_interval,
-        max_interval=config.restart_max_interval,
-        backoff=config.restart_backoff,
-        healthy_after=config.restart_healthy_after,
-        max_restarts=config.restart_max,
-        window=config.restart_window,
-    )
-
-
 class Supervisor:
     """Runs services in supervised processes until asked to stop.
 
@@ -106,7 +95,7 @@ class Supervisor:
         self,
         config: AppdConfig,
         services: Sequence[AppServiceBase],
-        hooks: PluginHooks,
+        hooks: Hooks,
         *,
         status_file: Path | None = None,
     ) -> None:
@@ -126,7 +115,7 @@ class Supervisor:
         for service in self.services:
             service_config = config.service(service.name)
             for index in range(service_config.processes):
-                tracker = RestartTracker(_policy_for(service_config))
+                tracker = RestartTracker(service_config.restart)
                 self.workers.append(_Worker(service, service_config, index, slot, tracker))
                 slot += 1
 
@@ -220,10 +209,13 @@ class Supervisor:
                         worker=worker.index,
                         pid=worker.pid,
                     )
-            elif worker.state is ProcessState.BACKOFF and worker.restart_at is not None:
-                if now >= worker.restart_at:
-                    worker.restarts += 1
-                    self._start(worker)
+            elif (
+                worker.state is ProcessState.BACKOFF
+                and worker.restart_at is not None
+                and now >= worker.restart_at
+            ):
+                worker.restarts += 1
+                self._start(worker)
         if self._reload_requested:
             self._reload_requested = False
             self._rolling_restart()
@@ -272,8 +264,8 @@ class Supervisor:
                 service=worker.service.name,
                 worker=worker.index,
                 restarts=worker.restarts,
-                max_restarts=worker.config.restart_max,
-                window=worker.config.restart_window,
+                max_restarts=worker.config.restart.max_restarts,
+                window=worker.config.restart.window,
             )
         else:
             worker.state = ProcessState.BACKOFF
@@ -293,7 +285,7 @@ class Supervisor:
                 continue
             self._stop_one(worker)
             self._start(worker)
-            deadline = time.monotonic() + max(10.0, worker.config.restart_healthy_after)
+            deadline = time.monotonic() + max(10.0, worker.config.restart.healthy_after)
             while time.monotonic() < deadline and not quit_requested():
                 self._tick()
                 if worker.state is not ProcessState.STARTING:
@@ -427,7 +419,7 @@ def _service_main(
 
 
 def _route_requests_through_hooks(
-    service: AppServiceBase, hooks: PluginHooks, counted: Callable[[], None]
+    service: AppServiceBase, hooks: Hooks, counted: Callable[[], None]
 ) -> None:
     """Send each request of a socket service through the ``appd_request`` hook, and count it."""
     if not hasattr(service, "process_request"):
@@ -440,7 +432,7 @@ def _route_requests_through_hooks(
         finally:
             counted()
 
-    service.process_request = process_request  # type: ignore[attr-defined]
+    service.process_request = process_request
 
 
 def _set_process_title(title: str) -> None:

@@ -1,7 +1,8 @@
 import os
 
-from appd.scoreboard import Scoreboard, SlotState
 from support import wait_for
+
+from appd.scoreboard import Scoreboard, SlotState
 
 
 def test_a_forked_child_writes_its_slot_and_the_parent_sees_it() -> None:

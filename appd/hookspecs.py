@@ -1,0 +1,180 @@
+"""Hook specifications: every point where a plugin can add behaviour to appd.
+
+A plugin is any module or object with functions named after these specs and marked with
+:data:`hookimpl`; it is installed through the ``appd.plugins`` entry-point group (see
+``docs/plugins.md``).  appd always calls hooks with keyword arguments, so an implementation may
+accept any subset of a spec's arguments, in any order.
+
+``worker`` is the index of a service's process among that service's ``processes`` (``0`` up
+to ``processes - 1``); it stays the same when the process at that index is restarted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+import pluggy
+
+if TYPE_CHECKING:
+    import argparse
+
+    from appd.service import AppServiceBase
+
+__all__ = [
+    "PROJECT_NAME",
+    "RequestHandler",
+    "RequestReply",
+    "hookimpl",
+    "hookspec",
+]
+
+#: The pluggy project name: markers and the plugin manager must agree on it.
+PROJECT_NAME: Final = "appd"
+
+#: Marks a function in a plugin as the implementation of the hook of the same name.
+hookimpl: Final = pluggy.HookimplMarker(PROJECT_NAME)
+
+#: Marks a function in this module as a hook specification.
+hookspec: Final = pluggy.HookspecMarker(PROJECT_NAME)
+
+#: What a request produces: positional and keyword results, sent back to the client.
+RequestReply = tuple[Sequence[Any], Mapping[str, Any]]
+
+
+class RequestHandler(Protocol):
+    """A service that serves requests (what :func:`appd_request` receives as ``service``)."""
+
+    def process_request(self, request: Any) -> RequestReply:
+        """Run the service's handler for ``request`` and return ``(res_args, res_kwargs)``."""
+        ...
+
+
+# -------------------------------------------------------------------------------------------
+# Configuration and discovery
+# -------------------------------------------------------------------------------------------
+
+
+@hookspec(historic=True)
+def appd_configure(config: Any) -> None:
+    """Adjust the configuration before any service starts.
+
+    Historic: a plugin registered after the call is still called with the same ``config``, so
+    every plugin sees it exactly once whenever it arrives.
+
+    :param config: the loaded configuration (global settings, and a table per service that
+        overrides the service class's own attributes).  It may hold secrets: never log it
+        whole.
+    """
+
+
+@hookspec
+def appd_services() -> list[type[AppServiceBase]]:
+    """Contribute service classes, besides entry points and ``services.py`` discovery.
+
+    Every result counts: the lists of all plugins are joined.  A class returned by two
+    sources is one service; two different classes with one name are an error.
+
+    :returns: a list of concrete subclasses of :class:`appd.AppServiceBase`.
+    """
+    raise NotImplementedError
+
+
+# -------------------------------------------------------------------------------------------
+# Service process lifecycle
+# -------------------------------------------------------------------------------------------
+
+
+@hookspec
+def appd_pre_fork(service: AppServiceBase, worker: int) -> None:
+    """Called in the supervisor just before it starts a service process.
+
+    :param service: the service instance about to run (its settings already applied).
+    :param worker: the index of the process about to start, ``0`` to ``processes - 1``.
+    """
+
+
+@hookspec
+def appd_post_fork(service: AppServiceBase, worker: int) -> None:
+    """Called in the new service process, before the service's ``setup()``.
+
+    The place to drop connections inherited from the supervisor (database handles, sockets
+    that must not be shared between processes).
+
+    :param service: the service instance that this process runs.
+    :param worker: this process's index among the service's processes.
+    """
+
+
+@hookspec
+def appd_service_ready(service: AppServiceBase, worker: int) -> None:
+    """Called in the service process once the service is accepting requests or running.
+
+    :param service: the service instance that became ready.
+    :param worker: this process's index among the service's processes.
+    """
+
+
+@hookspec
+def appd_crash(
+    service: AppServiceBase,
+    worker: int,
+    exitcode: int | None,
+    signal: int | None,
+    restarts: int,
+    will_restart: bool,
+) -> None:
+    """Called in the supervisor when a service process ended without being asked to.
+
+    :param service: the service whose process ended.
+    :param worker: the index of the process that ended.
+    :param exitcode: the exit status when the process exited, else ``None``.
+    :param signal: the number of the signal that killed the process, else ``None``.
+    :param restarts: how many times this process has been restarted in the current window.
+    :param will_restart: ``False`` when the restart policy gives up (the service is FATAL).
+    """
+
+
+@hookspec
+def appd_quit(reason: str) -> None:
+    """Called when the supervisor shuts down, and in each service process on quit.
+
+    :param reason: why: ``"signal SIGTERM"``, ``"stop"``, ``"fatal"``, ...
+    """
+
+
+# -------------------------------------------------------------------------------------------
+# Requests
+# -------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def appd_request(service: RequestHandler, request: Any) -> RequestReply | None:
+    """Serve one request; called in the service process for every request it receives.
+
+    Stops at the first non-``None`` result.  appd's own implementation runs last and returns
+    ``service.process_request(request)``; a plugin adds behaviour around it with
+    ``@hookimpl(wrapper=True)`` (time, audit, or refuse a request by raising before it
+    yields) or answers a request itself by returning a result first.
+
+    :param service: the service instance handling the request.
+    :param request: the decoded request (its command, arguments and keyword arguments).
+    :returns: ``(res_args, res_kwargs)``, or ``None`` to leave the request to the next
+        implementation.
+    """
+
+
+# -------------------------------------------------------------------------------------------
+# Command line
+# -------------------------------------------------------------------------------------------
+
+
+@hookspec
+def appd_add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add subcommands to the ``appd`` command line.
+
+    Set ``handler`` on the new parser with ``parser.set_defaults(handler=func)``: ``appd``
+    then calls ``func(args)`` and exits with the integer it returns.
+
+    :param subparsers: the ``appd`` parser's subparsers; call ``subparsers.add_parser(...)``.
+    """

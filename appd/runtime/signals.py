@@ -1,0 +1,96 @@
+"""Signal handling: SIGTERM and SIGINT only raise the quit flag; everything else polls it.
+
+A handler that did real work (stop children, remove files, log) could run in the middle of any
+bytecode of the main loop, including one that holds a lock the handler needs.  Raising a flag is
+always safe, so that is all appd's handlers do.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+from appd.runtime.quit import request_quit
+
+__all__ = [
+    "QUIT_SIGNALS",
+    "blocked_quit_signals",
+    "install_quit_handlers",
+    "reset_signal_handlers",
+    "restore_handlers",
+    "unblock_quit_signals",
+]
+
+#: The signals that ask a process to quit.
+QUIT_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT)
+
+#: Signals whose disposition a forked child puts back to the default before it runs anything.
+_RESET_SIGNALS: tuple[signal.Signals, ...] = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGCHLD,
+    signal.SIGALRM,
+    signal.SIGPIPE,
+)
+
+Handler = Any  # what signal.signal returns: a callable, SIG_DFL, SIG_IGN or None
+
+
+def _on_quit_signal(signum: int, frame: FrameType | None) -> None:
+    request_quit()
+
+
+def install_quit_handlers() -> dict[signal.Signals, Handler]:
+    """Make SIGTERM and SIGINT raise this process's quit flag (main thread only).
+
+    :returns: the handlers that were in place, for :func:`restore_handlers`.
+    """
+    return {signum: signal.signal(signum, _on_quit_signal) for signum in QUIT_SIGNALS}
+
+
+def restore_handlers(previous: Mapping[signal.Signals, Handler]) -> None:
+    """Put back handlers returned by :func:`install_quit_handlers`."""
+    for signum, handler in previous.items():
+        signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+
+def reset_signal_handlers() -> None:
+    """Give a freshly forked child default dispositions (Python's own SIGPIPE choice aside).
+
+    The caller's handlers belong to the caller's code; a child must not run them.  SIGPIPE stays
+    ignored as Python sets it at start-up, so a closed pipe is an ``OSError``, not a death.
+    """
+    for signum in _RESET_SIGNALS:
+        if signum == signal.SIGPIPE:
+            signal.signal(signum, signal.SIG_IGN)
+        elif signum == signal.SIGINT:
+            signal.signal(signum, signal.default_int_handler)
+        else:
+            signal.signal(signum, signal.SIG_DFL)
+
+
+@contextmanager
+def blocked_quit_signals() -> Iterator[None]:
+    """Hold SIGTERM and SIGINT back (they stay pending) while a fork is in progress.
+
+    Without it a signal arriving between ``fork()`` and the child's own handler set-up would
+    run the parent's handler in the child, or be lost there.  The child unblocks them itself
+    once its handlers are ready; the parent's pending signals are delivered on exit.
+    """
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, QUIT_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def unblock_quit_signals() -> None:
+    """Let SIGTERM and SIGINT through again: a forked child calls it once its handlers are set."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, QUIT_SIGNALS)
