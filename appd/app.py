@@ -176,6 +176,7 @@ def start_daemonized(config: AppdConfig, *, config_path: str | None, timeout: fl
         },
         stdout_filename=str(config.log_file),
         stderr_filename=str(config.log_file),
+        grace_period=_longest_grace(config) + 5.0,
     )
     if result is DaemonRunStatus.ALREADY_RUNNING:
         raise AppdError(f"appd is already running (pid {pid}, pid file {config.pid_file})")
@@ -197,6 +198,11 @@ def start_daemonized(config: AppdConfig, *, config_path: str | None, timeout: fl
         f"appd (pid {pid}) did not report every service ready within {timeout:g}s; "
         f"see {config.log_file} and `appd status`"
     )
+
+
+def _longest_grace(config: AppdConfig) -> float:
+    graces = [s.stop_grace for s in config.services.values() if s.stop_grace is not None]
+    return max([config.shutdown_grace, *graces])
 
 
 def _read_status(path: Path) -> dict[str, Any]:
