@@ -12,6 +12,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from conftest import KEY, RawClient, RunningService, closed_by_peer
@@ -71,7 +72,7 @@ def test_4_gib_length_prefix_after_authentication_closes_without_reading(
 
 
 def _rss_kib(pid: int) -> int:
-    for line in open(f"/proc/{pid}/status"):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise AssertionError("no VmRSS")

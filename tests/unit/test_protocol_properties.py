@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -178,7 +180,5 @@ def test_request_and_reply_bodies_round_trip(
 @given(st.binary(max_size=100))
 def test_garbage_bodies_raise_protocol_error_only(data: bytes) -> None:
     for decode in (decode_request, decode_reply):
-        try:
+        with contextlib.suppress(ProtocolError):  # anything else would fail the test
             decode(data)
-        except ProtocolError:
-            pass
