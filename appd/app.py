@@ -121,6 +121,7 @@ def run_supervisor(config: AppdConfig, hooks: Hooks, *, hold_pid_file: bool) -> 
 
     _configure_logging_for(config, "supervisor")
     status_file = status_path_for(config.pid_file)
+    status_file.parent.mkdir(parents=True, exist_ok=True)
     pid_file = PidFile(config.pid_file) if hold_pid_file else None
     try:
         if pid_file is not None:
@@ -129,6 +130,10 @@ def run_supervisor(config: AppdConfig, hooks: Hooks, *, hold_pid_file: bool) -> 
             except PidFileLocked as exc:
                 raise AppdError(
                     f"appd is already running (pid {exc.pid}, pid file {config.pid_file})"
+                ) from None
+            except OSError as exc:
+                raise AppdError(
+                    f"cannot create pid file {config.pid_file}: {exc.strerror}"
                 ) from None
         services = prepare_services(config, discover(config, hooks))
         if not services:
@@ -188,6 +193,12 @@ def start_daemonized(config: AppdConfig, *, config_path: str | None, timeout: fl
         if status.get("state") == "failed":
             raise AppdError(f"appd failed to start: {status.get('error')}")
         services = status.get("services", {})
+        fatal = sorted(name for name, s in services.items() if s.get("state") == "fatal")
+        if fatal:
+            raise AppdError(
+                f"appd (pid {pid}) started, but {', '.join(fatal)} kept crashing and gave up "
+                f"(FATAL); see {config.log_file} and `appd status`"
+            )
         if services and all(s.get("state") == "ready" for s in services.values()):
             print(f"appd started (pid {pid}): {', '.join(sorted(services))} ready")
             return 0
@@ -214,11 +225,10 @@ def _read_status(path: Path) -> dict[str, Any]:
 
 
 def _find_service(config: AppdConfig, hooks: Hooks, name: str) -> AppServiceBase:
-    found = [f for f in discover(config, hooks) if f.name == name]
-    if not found:
-        raise AppdError(f"no service named {name!r} (see `appd list`)")
-    (service,) = prepare_services(config, found, only_enabled=False)
-    return service
+    for service in prepare_services(config, discover(config, hooks), only_enabled=False):
+        if service.name == name:
+            return service
+    raise AppdError(f"no service named {name!r} (see `appd list`)")
 
 
 def client_for(config: AppdConfig, hooks: Hooks, name: str, *, timeout: float) -> Any:
@@ -228,11 +238,16 @@ def client_for(config: AppdConfig, hooks: Hooks, name: str, *, timeout: float) -
     service = _find_service(config, hooks, name)
     if not isinstance(service, SecureSocketAppService):
         raise AppdError(f"service {name!r} does not serve requests (not a socket service)")
+    username, password = service.username, service.password
+    if username is None and service.users:
+        username, password = next(iter(service.users.items()))
+    if service.key is None or username is None or password is None:
+        raise AppdError(f"service {name!r} has no key or no user to call it as")
     return SecureSocketAppClient(
         service.host,
         service.port,
-        service.username,
-        service.password,
+        username,
+        password,
         service.key,
         path=service.path,
         timeout=timeout,
@@ -272,7 +287,7 @@ def check(config: AppdConfig, hooks: Hooks) -> tuple[list[str], list[str]]:
     for service in prepare_services(config, found):
         if not isinstance(service, SecureSocketAppService):
             continue
-        key = service.key
+        key = service.key or b""
         size = len(key.encode() if isinstance(key, str) else key)
         if size < RECOMMENDED_KEY_BYTES:
             problems.append(
