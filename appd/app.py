@@ -287,6 +287,11 @@ def check(config: AppdConfig, hooks: Hooks) -> tuple[list[str], list[str]]:
     for service in prepare_services(config, found):
         if not isinstance(service, SecureSocketAppService):
             continue
+        try:
+            service.server_settings()
+        except ConfigurationError as exc:
+            problems.append(str(exc))
+            continue
         key = service.key or b""
         size = len(key.encode() if isinstance(key, str) else key)
         if size < RECOMMENDED_KEY_BYTES:

@@ -124,10 +124,17 @@ class Supervisor:
     def bind_all(self) -> None:
         """Bind every socket service's listening socket; on failure close those already bound.
 
-        :raises AppdError: naming the service and the address (e.g. a port in use).
+        Each socket service's settings are checked first, so a bad value fails here, before any
+        fork, rather than in a crash-looping child.
+
+        :raises AppdError: naming the service and the address (e.g. a port in use), or the
+            setting that is wrong.
         """
         try:
             for service in self.services:
+                validate: Callable[[], object] | None = getattr(service, "server_settings", None)
+                if validate is not None:
+                    validate()
                 bind: Callable[[], socket.socket] | None = getattr(service, "bind", None)
                 if bind is not None:
                     self.listeners[service.name] = bind()

@@ -281,3 +281,107 @@ def test_sighup_restarts_one_at_a_time_without_failed_requests(project: Project)
         caller.join(timeout=30)
     assert failures == []
     assert project.hook_calls("appd_service_ready")
+
+
+def test_list_plugins_and_check_start_nothing(project: Project) -> None:
+    listed = project.appd("list")
+    assert listed.returncode == 0, listed.stderr
+    lines = {line.split()[0]: line for line in listed.stdout.splitlines()[1:]}
+    assert {"echo", "crash", "tick"} <= set(lines)
+    assert f"127.0.0.1:{project.port}" in lines["echo"]
+    assert "services.EchoService" in lines["echo"]
+
+    plugins = project.appd("plugins")
+    assert plugins.returncode == 0, plugins.stderr
+    assert "appd_crash" in plugins.stdout  # the configured recording plugin's hooks
+
+    checked = project.appd("check")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "echo: address free" in checked.stdout
+    assert not project.pid_file.exists()
+
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", project.port))
+        squatter.listen()
+        busy = project.appd("check")
+    assert busy.returncode == 1
+    assert str(project.port) in busy.stdout
+
+
+def test_check_reports_a_short_key_and_an_invalid_setting(project: Project) -> None:
+    project.write_config('key = "only sixteen chars"\n')
+    short = project.appd("check")
+    assert short.returncode == 1
+    assert "key is 18 bytes" in short.stdout
+    assert "only sixteen" not in short.stdout + short.stderr
+
+    project.write_config('concurrency = "two"\n')
+    invalid = project.appd("check")
+    assert invalid.returncode == 1
+    assert "concurrency" in invalid.stdout + invalid.stderr
+
+
+def test_run_in_foreground_fires_hooks_and_stops_on_sigterm(project: Project) -> None:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS_DIR), env.get("PYTHONPATH", "")])
+    env["APPD_RECORD_HOOKS"] = str(project.root / "hooks.jsonl")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "appd", "run"],
+        cwd=project.root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: all_ready(project.status()), timeout=20, message="services ready")
+        assert read_pid(project.pid_file) == proc.pid
+        with project.client() as client:
+            assert client.send_request("echo", "hi") == (["hi"], {})
+        status = project.status()
+        children = [*service_pids(status, "echo"), *service_pids(status, "tick")]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stderr is not None
+        proc.stderr.close()
+    assert not project.pid_file.exists()
+    assert not any(pid_alive(p) for p in children)
+    assert len(project.hook_calls("appd_pre_fork")) == 3
+    assert len(project.hook_calls("appd_post_fork")) == 3
+    assert len(project.hook_calls("appd_service_ready")) == 3
+    requests = project.hook_calls("appd_request")
+    assert requests and "echo" in requests[0]["kwargs"]["request"]
+    quits = project.hook_calls("appd_quit")
+    assert any(call["pid"] == proc.pid for call in quits)
+
+
+def test_restart_replaces_the_daemon(project: Project) -> None:
+    assert project.appd("start").returncode == 0
+    first = read_pid(project.pid_file)
+    restarted = project.appd("restart")
+    assert restarted.returncode == 0, restarted.stderr
+    second = read_pid(project.pid_file)
+    assert second is not None and second != first
+    assert first is not None and not pid_alive(first)
+    assert project.appd("stop").returncode == 0
+
+
+def test_stop_and_status_when_not_running_exit_3(project: Project) -> None:
+    assert project.appd("stop").returncode == 3
+    status = project.appd("status", "--json")
+    assert status.returncode == 3
+    assert json.loads(status.stdout)["state"] == "not running"
+
+
+def test_call_failure_exits_1_with_the_remote_error(project: Project) -> None:
+    assert project.appd("start").returncode == 0
+    failed = project.appd("call", "echo", "nope")
+    assert failed.returncode == 1
+    assert "ValueError" in failed.stderr and "nope" in failed.stderr
+    missing = project.appd("call", "ghost", "echo")
+    assert missing.returncode == 1
+    assert "ghost" in missing.stderr
