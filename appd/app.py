@@ -6,14 +6,16 @@ services with their settings applied, the supervisor, the daemon runtime and the
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from appd.config import AppdConfig, ServiceConfig, finish_config, read_config
+from appd.config import AppdConfig, RawConfig, ServiceConfig, finish_config, read_config
 from appd.discovery import DiscoveredService, discover_services
 from appd.errors import AppdError, ConfigurationError
 from appd.logging import configure_logging, get_logger
@@ -21,8 +23,10 @@ from appd.plugins import Hooks, load_hooks
 from appd.service import AppServiceBase
 
 __all__ = [
+    "ConfigSource",
     "check",
     "client_for",
+    "config_source",
     "daemon_main",
     "discover",
     "load",
@@ -39,11 +43,51 @@ _log = get_logger("appd")
 RECOMMENDED_KEY_BYTES = 32
 
 
+@dataclass(frozen=True)
+class ConfigSource:
+    """Where :func:`load` takes the configuration from when no ``--config`` file is named.
+
+    A framework integration installs one with :func:`config_source` around the command line
+    (``manage.py appd`` reads ``settings.APPD`` this way).  A daemon started inside the
+    ``with`` block is a fork of this process, so it keeps the same source.
+
+    :ivar read: returns the configuration as read, or ``None`` to fall back to the usual files.
+    :ivar plugins: plugin objects registered with every plugin manager :func:`load` builds.
+    """
+
+    read: Callable[[], RawConfig | None]
+    plugins: tuple[object, ...] = ()
+
+
+_source: ConfigSource | None = None
+
+
+@contextlib.contextmanager
+def config_source(source: ConfigSource) -> Iterator[None]:
+    """Make :func:`load` use ``source`` inside the ``with`` block (and in daemons it forks)."""
+    global _source
+    previous, _source = _source, source
+    try:
+        yield
+    finally:
+        _source = previous
+
+
 def load(config_path: str | None) -> tuple[AppdConfig, Hooks]:
     """Read the configuration, build the plugin manager (entry points and the configuration's
-    ``plugins``), let ``appd_configure`` adjust the settings, and validate them."""
-    raw = read_config(config_path)
-    plugins = [_import_plugin(name, raw.source) for name in raw.plugin_modules()]
+    ``plugins``), let ``appd_configure`` adjust the settings, and validate them.
+
+    Without ``config_path``, an installed :class:`ConfigSource` is asked first.
+    """
+    source = _source
+    raw = None if source is None or config_path is not None else source.read()
+    if raw is None:
+        raw = read_config(config_path)
+    plugins = list(source.plugins) if source is not None else []
+    for name in raw.plugin_modules():
+        plugin = _import_plugin(name, raw.source)
+        if not any(plugin is known for known in plugins):
+            plugins.append(plugin)
     hooks = load_hooks(plugins=plugins)
     config = finish_config(raw, configure=lambda data: hooks.appd_configure(config=data))
     return config, hooks

@@ -1,0 +1,1 @@
+"""Integrations of appd with other frameworks, each an optional subpackage."""

@@ -1,0 +1,28 @@
+"""appd for Django sites: add ``"appd.contrib.django"`` to ``INSTALLED_APPS``.
+
+It gives ``python manage.py appd run|start|stop|restart|status|call|list|plugins|check|keygen``
+with the project's settings loaded; ``settings.APPD`` is the configuration (the keys of
+``appd.toml``); ``<app>/services.py`` of every installed app is discovered; Django's database
+connections are closed before each fork and in each new process.  Views and serializers call
+services through :func:`service_client`, which opens no connection until the first request.
+See ``docs/django.md``.
+
+Importing this package imports nothing of Django's: the pieces live in their own modules.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from appd.contrib.django.client import service_client
+
+__all__ = ["service_client"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "service_client":
+        from appd.contrib.django.client import service_client
+
+        return service_client
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
