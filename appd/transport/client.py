@@ -43,7 +43,7 @@ from appd.transport.sockopts import set_kernel_timeouts, set_nodelay
 
 __all__ = ["ClientBase", "SecureSocketAppClient", "single_result"]
 
-RECV_SIZE = 256 * 1024
+RECV_SIZE = 64 * 1024
 
 
 class ClientBase:

@@ -45,7 +45,7 @@ ACCEPT_TICK = 0.05
 #: How often an idle connection thread wakes to check for shutdown and the idle timeout.
 CONNECTION_TICK = 0.25
 #: Bytes asked of the kernel per receive.
-RECV_SIZE = 256 * 1024
+RECV_SIZE = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
