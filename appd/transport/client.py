@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import select
 import socket
 import threading
 import time
@@ -136,6 +137,8 @@ class _Connection:
         self.sock = sock
         self.session = session
         self.decoder = FrameDecoder(max_frame_size)
+        self.poller = select.poll()
+        self.poller.register(sock, select.POLLIN)
 
     def read_frame(self, deadline: float) -> bytes:
         """The next frame body; TimeoutError past ``deadline``, EOFError if the peer closed."""
@@ -152,14 +155,9 @@ class _Connection:
         return body
 
     def peer_closed(self) -> bool:
-        """True when the service already closed (or said goodbye on) this idle connection."""
-        try:
-            self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError):
-            return False
-        except OSError:
-            pass
-        return True  # a goodbye frame, or end of file
+        """True when the service already closed (or said goodbye on) this idle connection:
+        anything readable before a request was sent is a goodbye frame or end of file."""
+        return bool(self.poller.poll(0))
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
