@@ -46,7 +46,8 @@ def _pip(*args: str) -> None:
 
 @pytest.fixture(scope="module", autouse=True)
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Build the example's wheel (from a copy: the checkout stays clean) and install it for this module's tests; uninstall it after."""
+    """Build the example's wheel (from a copy: the checkout stays clean) and install it for
+    this module's tests; uninstall it afterwards."""
     source = tmp_path_factory.mktemp("power-source") / "power"
     shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
     out = tmp_path_factory.mktemp("power-wheel")
@@ -325,7 +326,7 @@ def test_pool_waits_for_a_free_session_then_times_out(pdu: Running) -> None:
         with pool.connection() as conn:
             assert conn.request("ON 2") == "2 ON"
             started = time.monotonic()
-            with pytest.raises(errors.PoolTimeout, match="within 0.5 s"):
+            with pytest.raises(errors.PoolTimeout, match=r"within 0\.5 s"):
                 pool.request("STATUS 2")
             assert time.monotonic() - started >= 0.45
         assert pool.request("STATUS 2") == "2 ON"

@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import socket
-import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -32,7 +31,6 @@ from typing import Any
 from appd import ConfigurationError, quit_requested
 from appd.errors import ConnectFailed
 from appd.runtime.process import spawn, stop_processes
-
 from appd_power.pdu import MAX_CONNECTIONS, PduService
 from appd_power.services import HOST, PORT, PowerClient, PowerService
 
