@@ -8,7 +8,6 @@ child processes on real sockets; clients talk to them from the test process.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import json
 import shutil
 import socket
@@ -22,7 +21,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from support import wait_for
+from support import build_wheel, installed_wheel, wait_for
 
 from appd import discover_services
 from appd.config import load_config
@@ -36,33 +35,15 @@ PACKAGE = "appd_power"
 pytestmark = pytest.mark.slow
 
 
-def _pip(*args: str) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args],
-        check=True,
-        timeout=300,
-    )
-
-
 @pytest.fixture(scope="module", autouse=True)
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Build the example's wheel (from a copy: the checkout stays clean) and install it for
     this module's tests; uninstall it afterwards."""
     source = tmp_path_factory.mktemp("power-source") / "power"
     shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
-    out = tmp_path_factory.mktemp("power-wheel")
-    isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
-    _pip("wheel", *isolation, "--no-deps", "-w", str(out), str(source))
-    [wheel] = out.glob("*.whl")
-    _pip("install", "--no-deps", "--force-reinstall", str(wheel))
-    importlib.invalidate_caches()
-    try:
+    wheel = build_wheel(source, tmp_path_factory.mktemp("power-wheel"))
+    with installed_wheel(wheel, DIST, PACKAGE):
         yield
-    finally:
-        _pip("uninstall", "-y", DIST)
-        importlib.invalidate_caches()
-        for name in [m for m in sys.modules if m == PACKAGE or m.startswith(PACKAGE + ".")]:
-            del sys.modules[name]
 
 
 def _module(name: str) -> ModuleType:
@@ -70,17 +51,6 @@ def _module(name: str) -> ModuleType:
 
 
 # -- running the example's services in child processes -----------------------------------------
-
-
-def _serve(service: Any, listener: socket.socket) -> Callable[[], None]:
-    def body() -> None:
-        service.setup()
-        try:
-            service.serve(listener)
-        finally:
-            service.teardown()
-
-    return body
 
 
 class Running:
@@ -95,7 +65,7 @@ class Running:
 
     def start(self) -> None:
         self.pid = spawn(
-            _serve(self.service, self.listener),
+            _module("demo").service_process(self.service, self.listener),
             role=self.service.name,
             keep_fds=(self.listener.fileno(),),
         )

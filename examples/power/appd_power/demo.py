@@ -181,7 +181,7 @@ def _spawn_services(stderr_filename: str) -> tuple[list[int], str, int]:
         for service, listener in ((pdu, pdu_listener), (power, power_listener)):
             pids.append(
                 spawn(
-                    _service_process(service, listener),
+                    service_process(service, listener),
                     role=service.name,
                     keep_fds=(listener.fileno(),),
                     stderr_filename=stderr_filename,
@@ -196,9 +196,12 @@ def _spawn_services(stderr_filename: str) -> tuple[list[int], str, int]:
     return pids, "127.0.0.1", port
 
 
-def _service_process(
+def service_process(
     service: PduService | PowerService, listener: socket.socket
 ) -> Callable[[], None]:
+    """The body of a process serving ``service`` on ``listener``: setup, serve until quit,
+    teardown."""
+
     def body() -> None:
         service.setup()
         try:
