@@ -226,7 +226,7 @@ class PduDevice:
                 return
             reply, close = self.state.answer(line.decode("ascii", "replace"))
             if reply is not None:
-                if self.command_delay and reply.startswith("OK") and line[:1].isalpha():
+                if self.command_delay and reply.startswith("OK"):
                     time.sleep(self.command_delay)
                 sock.sendall(f"{reply}\n".encode())
             if close:

@@ -154,8 +154,11 @@ class PduPool:
                 if attempt == 1:
                     raise
                 continue
+            except PduError:
+                self._release(conn, broken=False)  # a refused command leaves the session good
+                raise
             except BaseException:
-                self._release(conn, broken=False)
+                self._release(conn, broken=True)  # interrupted mid-exchange: state unknown
                 raise
             self._release(conn, broken=False)
             return reply
