@@ -8,12 +8,22 @@ from __future__ import annotations
 
 from appd.discovery import DiscoveredService, discover_services
 from appd.errors import (
+    AddressInUse,
     AppdError,
+    AuthenticationFailed,
     ConfigurationError,
+    ConnectFailed,
+    ConnectionLost,
     DiscoveryError,
     DuplicateServiceError,
     EntryLoadError,
     PidFileLocked,
+    ProtocolError,
+    RemoteError,
+    RequestTimeout,
+    ServiceBusy,
+    TransportError,
+    UnknownCommand,
 )
 from appd.hookspecs import hookimpl
 from appd.logging import configure_logging, get_logger
@@ -27,12 +37,25 @@ from appd.runtime import (
     start_daemon,
     start_workers,
 )
-from appd.service import AppServiceBase
+from appd.service import (
+    AppServiceBase,
+    SecureSocketAppClient,
+    SecureSocketAppService,
+    command,
+)
+from appd.transport.aioclient import AsyncSecureSocketAppClient
+from appd.transport.crypto import generate_key
+from appd.transport.server import Request
 
 __all__ = [
+    "AddressInUse",
     "AppServiceBase",
     "AppdError",
+    "AsyncSecureSocketAppClient",
+    "AuthenticationFailed",
     "ConfigurationError",
+    "ConnectFailed",
+    "ConnectionLost",
     "DaemonRunStatus",
     "DiscoveredService",
     "DiscoveryError",
@@ -40,11 +63,22 @@ __all__ = [
     "EntryLoadError",
     "Hooks",
     "PidFileLocked",
+    "ProtocolError",
+    "RemoteError",
+    "Request",
+    "RequestTimeout",
     "RestartPolicy",
+    "SecureSocketAppClient",
+    "SecureSocketAppService",
+    "ServiceBusy",
+    "TransportError",
+    "UnknownCommand",
     "WorkerStartInfo",
     "__version__",
+    "command",
     "configure_logging",
     "discover_services",
+    "generate_key",
     "get_logger",
     "get_plugin_manager",
     "hookimpl",

@@ -1,32 +1,296 @@
-"""The ``appd`` command line."""
+"""The ``appd`` command line (also ``python -m appd``).
+
+Exit codes: 0 success; 1 an error (the reason is printed on standard error); 2 a usage error;
+3 the supervisor is not running (``status``, ``stop``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
 from collections.abc import Callable, Sequence
+from typing import Any, Final
 
+from appd.config import AppdConfig
+from appd.errors import AppdError
 from appd.plugins import Hooks, load_hooks
 
-__all__ = ["build_parser", "main"]
+__all__ = ["EXIT_ERROR", "EXIT_NOT_RUNNING", "EXIT_OK", "EXIT_USAGE", "main"]
+
+EXIT_OK: Final = 0
+EXIT_ERROR: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_NOT_RUNNING: Final = 3
+
+#: How long ``appd start`` waits for every service to report ready.
+START_TIMEOUT: Final = 30.0
+#: How long ``appd stop`` waits after SIGTERM before it sends SIGKILL.
+STOP_TIMEOUT: Final = 30.0
+
+Command = Callable[[argparse.Namespace], int]
 
 
 def build_parser(hooks: Hooks | None = None) -> argparse.ArgumentParser:
-    """The top-level parser; each subcommand adds its own subparser, then plugins add theirs."""
-    parser = argparse.ArgumentParser(prog="appd", description="Run and call app service daemons.")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    """The parser for every subcommand, plugins' own subcommands included."""
+    parser = argparse.ArgumentParser(
+        prog="appd",
+        description=(
+            "Run app service daemons and call them. Configuration is read from --config, "
+            "$APPD_CONFIG, ./appd.toml or [tool.appd] in ./pyproject.toml."
+        ),
+        epilog="Exit codes: 0 ok, 1 error, 2 usage, 3 not running.",
+    )
+    parser.add_argument("--config", metavar="PATH", help="the configuration file to read")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, handler: Command, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    add("run", cmd_run, "Run the supervisor and every enabled service in the foreground.")
+    start = add("start", cmd_start, "Start the supervisor as a daemon with a pid file.")
+    start.add_argument(
+        "--timeout", type=float, default=START_TIMEOUT,
+        help=f"seconds to wait for every service to be ready (default {START_TIMEOUT:g})",
+    )
+    stop = add("stop", cmd_stop, "Stop the daemon: SIGTERM, wait, then SIGKILL.")
+    stop.add_argument(
+        "--timeout", type=float, default=STOP_TIMEOUT,
+        help=f"seconds to wait before SIGKILL (default {STOP_TIMEOUT:g})",
+    )
+    restart = add("restart", cmd_restart, "Stop the daemon if it runs, then start it.")
+    restart.add_argument("--timeout", type=float, default=STOP_TIMEOUT, help="as for stop/start")
+    status = add("status", cmd_status, "Show whether appd runs, and each service's state.")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    call = add("call", cmd_call, "Send one request to a service and print its reply.")
+    call.add_argument("service", help="the service's name (see `appd list`)")
+    call.add_argument("cmd", help="the command to send")
+    call.add_argument(
+        "args", nargs="*",
+        help="arguments: JSON where they parse as JSON, else strings; key=value for keywords",
+    )
+    call.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a reply")
+    add("list", cmd_list, "List discovered services: name, class, source, address.")
+    add("plugins", cmd_plugins, "List loaded plugins, their hooks, and plugins that failed.")
+    add("check", cmd_check, "Check configuration, discovery, keys and ports; start nothing.")
+    add("keygen", cmd_keygen, "Print a fresh random 32-byte key.")
+
     if hooks is not None:
-        hooks.appd_add_commands(subparsers=subparsers)
+        hooks.appd_add_commands(subparsers=commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None, *, hooks: Hooks | None = None) -> int:
-    """Entry point of the ``appd`` console script; returns the process exit code."""
+    """Entry point of the ``appd`` console script; returns the process exit code.
+
+    :param hooks: the plugin facade (built from installed plugins when omitted); plugins add
+        their own subcommands through it.
+    """
     parser = build_parser(hooks if hooks is not None else load_hooks())
     args = parser.parse_args(argv)
-    if args.command is None:
+    handler: Command | None = getattr(args, "handler", None)
+    if handler is None:
         parser.print_help()
-        return 2
-    handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
-    if handler is not None:
+        return EXIT_USAGE
+    try:
         return handler(args)
-    return 0
+    except AppdError as exc:
+        _error(str(exc))
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_ERROR
+
+
+def _error(message: str) -> None:
+    print(f"appd: error: {message}", file=sys.stderr)
+
+
+def _config(args: argparse.Namespace) -> AppdConfig:
+    return _load(args)[0]
+
+
+def _load(args: argparse.Namespace) -> tuple[AppdConfig, Hooks]:
+    from appd.app import load
+
+    return load(args.config)
+
+
+# -- run / start / stop / restart ---------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from appd.app import run_supervisor
+
+    return run_supervisor(*_load(args), hold_pid_file=True)
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    from appd.app import start_daemonized
+
+    config = _config(args)
+    return start_daemonized(config, config_path=args.config, timeout=args.timeout)
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from appd.runtime.pidfile import read_live_pid
+
+    config = _config(args)
+    pid = read_live_pid(config.pid_file)
+    if pid is None:
+        print(f"appd is not running (no live pid file at {config.pid_file})")
+        return EXIT_NOT_RUNNING
+    os.kill(pid, signal.SIGTERM)
+    if _wait_until(lambda: read_live_pid(config.pid_file) is None, args.timeout):
+        print(f"appd stopped (pid {pid})")
+        return EXIT_OK
+    _error(f"appd (pid {pid}) did not stop within {args.timeout:g}s; sending SIGKILL")
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    _wait_until(lambda: read_live_pid(config.pid_file) is None, 5.0)
+    return EXIT_ERROR
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    stopped = cmd_stop(args)
+    if stopped not in (EXIT_OK, EXIT_NOT_RUNNING):
+        return stopped
+    return cmd_start(args)
+
+
+def _wait_until(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+# -- status -------------------------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from appd.runtime.pidfile import read_live_pid
+    from appd.supervisor import status_path_for
+
+    config = _config(args)
+    pid = read_live_pid(config.pid_file)
+    if pid is None:
+        if args.json:
+            print(json.dumps({"state": "not running", "pid": None, "services": {}}))
+        else:
+            print("appd is not running")
+        return EXIT_NOT_RUNNING
+    try:
+        status: dict[str, Any] = json.loads(status_path_for(config.pid_file).read_text())
+    except (FileNotFoundError, ValueError):
+        status = {"state": "starting", "services": {}}
+    status["pid"] = pid
+    if args.json:
+        print(json.dumps(status, indent=2, sort_keys=True))
+        return EXIT_OK
+    print(f"appd is {status.get('state', 'running')} (pid {pid})")
+    for name, service in sorted(status.get("services", {}).items()):
+        print(
+            f"  {name}: {service['state']}  restarts={service['restarts']}"
+            f"  requests={service['requests']}"
+        )
+        for proc in service["processes"]:
+            uptime = "-" if proc["uptime"] is None else f"{proc['uptime']:.0f}s"
+            print(
+                f"    [{proc['worker']}] {proc['state']:<8} pid={proc['pid']}"
+                f"  uptime={uptime}  restarts={proc['restarts']}  requests={proc['requests']}"
+            )
+    return EXIT_OK
+
+
+# -- call ---------------------------------------------------------------------------------------
+
+
+def parse_call_arguments(words: Sequence[str]) -> tuple[list[Any], dict[str, Any]]:
+    """``["3", "on=true", "name"]`` -> ``([3, "name"], {"on": True})``.
+
+    Each value is JSON where it parses as JSON, else the string itself; ``key=value`` words (key
+    an identifier) become keyword arguments.
+    """
+    positional: list[Any] = []
+    keywords: dict[str, Any] = {}
+    for word in words:
+        key, sep, value = word.partition("=")
+        if sep and key.isidentifier():
+            keywords[key] = _json_or_string(value)
+        else:
+            positional.append(_json_or_string(word))
+    return positional, keywords
+
+
+def _json_or_string(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    from appd.app import client_for
+
+    config, hooks = _load(args)
+    positional, keywords = parse_call_arguments(args.args)
+    with client_for(config, hooks, args.service, timeout=args.timeout) as client:
+        res_args, res_kwargs = client.send_request(args.cmd, *positional, **keywords)
+    print(json.dumps({"args": list(res_args), "kwargs": dict(res_kwargs)}, default=repr))
+    return EXIT_OK
+
+
+# -- list / plugins / check / keygen ------------------------------------------------------------
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from appd.app import service_rows
+
+    rows = service_rows(*_load(args))
+    if not rows:
+        print("no services found")
+        return EXIT_OK
+    _print_table(["NAME", "CLASS", "SOURCE", "ADDRESS"], rows)
+    return EXIT_OK
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from appd.app import plugin_rows
+
+    loaded, failed = plugin_rows(_load(args)[1])
+    _print_table(["PLUGIN", "HOOKS"], loaded)
+    for name, error in failed:
+        print(f"failed: {name}: {error}")
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from appd.app import check
+
+    problems, notes = check(*_load(args))
+    for note in notes:
+        print(f"ok: {note}")
+    for problem in problems:
+        print(f"problem: {problem}")
+    return EXIT_ERROR if problems else EXIT_OK
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from appd import generate_key
+
+    print(generate_key())
+    return EXIT_OK
+
+
+def _print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows, strict=False)]
+    for row in [headers, *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=False)))

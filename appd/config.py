@@ -20,21 +20,25 @@ from __future__ import annotations
 import os
 import stat
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 from appd.errors import ConfigurationError
 from appd.logging import get_logger
+from appd.runtime.restart import RestartPolicy
 
 __all__ = [
     "CONFIG_ENV_VAR",
     "AppdConfig",
     "ServiceConfig",
+    "RawConfig",
     "find_config_file",
+    "finish_config",
     "load_config",
     "parse_config",
+    "read_config",
     "resolve_secret",
 ]
 
@@ -72,12 +76,7 @@ class ServiceConfig:
     :ivar name: the service's name (its ``[services.<name>]`` table).
     :ivar processes: how many processes serve it; socket services share one listening socket.
     :ivar enabled: False leaves the service out of ``appd run``.
-    :ivar restart_interval: seconds before the first restart after an abnormal exit.
-    :ivar restart_max_interval: the cap the doubling restart delay never exceeds.
-    :ivar restart_backoff: factor the delay grows by after each consecutive crash.
-    :ivar restart_healthy_after: seconds of uptime after which the delay resets.
-    :ivar restart_max: restarts allowed within ``restart_window`` before the service is FATAL.
-    :ivar restart_window: seconds of the window ``restart_max`` counts in.
+    :ivar restart: when and how often a crashed process is restarted (``restart_*`` keys).
     :ivar stop_grace: seconds a stopping process gets to finish before SIGKILL (``None``: the
         global ``shutdown_grace``).
     :ivar settings: everything else: values overriding the class's own attributes.
@@ -86,12 +85,7 @@ class ServiceConfig:
     name: str
     processes: int = 1
     enabled: bool = True
-    restart_interval: float = 1.0
-    restart_max_interval: float = 30.0
-    restart_backoff: float = 2.0
-    restart_healthy_after: float = 30.0
-    restart_max: int = 5
-    restart_window: float = 60.0
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
     stop_grace: float | None = None
     settings: Mapping[str, Any] = field(default_factory=dict)
 
@@ -111,6 +105,8 @@ class AppdConfig:
     :ivar paths: directories whose ``services.py`` (or ``*/services.py``) files are discovered.
     :ivar shutdown_grace: seconds in-flight requests get to finish on stop before SIGKILL.
     :ivar services: per-service tables by name.
+    :ivar plugins: modules (or ``module:attribute``) registered as plugins besides entry points.
+    :ivar extra: top-level settings added by ``appd_configure`` plugins, for their own use.
     """
 
     source: str | None = None
@@ -124,6 +120,8 @@ class AppdConfig:
     paths: tuple[Path, ...] = ()
     shutdown_grace: float = 10.0
     services: Mapping[str, ServiceConfig] = field(default_factory=dict)
+    plugins: tuple[str, ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def service(self, name: str) -> ServiceConfig:
         """The table for ``name``, or the defaults when the configuration has none."""
@@ -177,11 +175,31 @@ def find_config_file(explicit: str | os.PathLike[str] | None = None) -> tuple[Pa
     return None
 
 
-def load_config(explicit: str | os.PathLike[str] | None = None) -> AppdConfig:
-    """Find, read and validate the configuration (see the module docstring for the order)."""
+@dataclass
+class RawConfig:
+    """A configuration as read, before validation: what ``appd_configure`` plugins may adjust.
+
+    :ivar data: the settings table (mutable: plugins may change it).
+    :ivar source: where it came from, for error messages (``None``: no file).
+    :ivar base_dir: the directory relative paths are taken from.
+    """
+
+    data: dict[str, Any]
+    source: str | None
+    base_dir: Path
+
+    def plugin_modules(self) -> tuple[str, ...]:
+        """The ``plugins`` setting: modules (or ``module:attribute``) to register as plugins."""
+        return _Reader(self.data, source=self.source or "configuration", prefix="").strings(
+            "plugins"
+        ) or ()
+
+
+def read_config(explicit: str | os.PathLike[str] | None = None) -> RawConfig:
+    """Find and read the configuration (see the module docstring for the order)."""
     found = find_config_file(explicit)
     if found is None:
-        return parse_config({}, source=None, base_dir=Path.cwd())
+        return RawConfig({}, None, Path.cwd())
     path, table = found
     try:
         data: Any = tomllib.loads(path.read_text())
@@ -193,9 +211,32 @@ def load_config(explicit: str | os.PathLike[str] | None = None) -> AppdConfig:
     if table:
         data = data.get("tool", {}).get("appd", {})
         source = f"{path} [tool.appd]"
-    config = parse_config(data, source=source, base_dir=path.resolve().parent)
     _warn_if_secrets_readable(path, data)
-    return config
+    return RawConfig(data, source, path.resolve().parent)
+
+
+def load_config(
+    explicit: str | os.PathLike[str] | None = None,
+    *,
+    configure: Callable[[dict[str, Any]], None] | None = None,
+) -> AppdConfig:
+    """Find, read, let plugins adjust (``configure``), and validate the configuration.
+
+    :param configure: called with the settings table before validation (appd passes the
+        ``appd_configure`` hook); top-level keys it adds are kept in :attr:`AppdConfig.extra`.
+    """
+    return finish_config(read_config(explicit), configure=configure)
+
+
+def finish_config(
+    raw: RawConfig, *, configure: Callable[[dict[str, Any]], None] | None = None
+) -> AppdConfig:
+    """Run ``configure`` over ``raw`` and validate the result."""
+    before = set(raw.data)
+    if configure is not None:
+        configure(raw.data)
+    added = set(raw.data) - before - _GLOBAL_KEYS
+    return parse_config(raw.data, source=raw.source, base_dir=raw.base_dir, extra_keys=added)
 
 
 def _warn_if_secrets_readable(path: Path, data: Mapping[str, Any]) -> None:
@@ -300,12 +341,17 @@ _GLOBAL_KEYS: Final = frozenset(
         "paths",
         "shutdown_grace",
         "services",
+        "plugins",
     }
 )
 
 
 def parse_config(
-    data: Mapping[str, Any], *, source: str | None, base_dir: Path
+    data: Mapping[str, Any],
+    *,
+    source: str | None,
+    base_dir: Path,
+    extra_keys: Collection[str] = (),
 ) -> AppdConfig:
     """Validate a configuration mapping (a TOML table or ``settings.APPD``).
 
@@ -317,7 +363,7 @@ def parse_config(
     if not isinstance(data, Mapping):
         raise ConfigurationError(f"{label}: expected a table of settings, got {_shown(data)}")
     top = _Reader(data, source=label, prefix="")
-    unknown = sorted(set(data) - _GLOBAL_KEYS)
+    unknown = sorted(set(data) - _GLOBAL_KEYS - set(extra_keys))
     if unknown:
         raise top.fail(
             unknown[0], f"unknown setting (known: {', '.join(sorted(_GLOBAL_KEYS))})"
@@ -348,6 +394,8 @@ def parse_config(
         paths=tuple((base_dir / p).resolve() for p in paths),
         shutdown_grace=top.number("shutdown_grace", 10.0),
         services=services,
+        plugins=top.strings("plugins") or (),
+        extra={key: data[key] for key in extra_keys},
     )
 
 
@@ -368,14 +416,27 @@ def _parse_service(name: str, table: Any, *, source: str) -> ServiceConfig:
         name=name,
         processes=reader.integer("processes", 1, minimum=1),
         enabled=reader.boolean("enabled", True),
-        restart_interval=reader.number("restart_interval", 1.0),
-        restart_max_interval=reader.number("restart_max_interval", 30.0),
-        restart_backoff=reader.number("restart_backoff", 2.0, minimum=1.0),
-        restart_healthy_after=reader.number("restart_healthy_after", 30.0),
-        restart_max=reader.integer("restart_max", 5),
-        restart_window=reader.number("restart_window", 60.0),
+        restart=_parse_restart(reader),
         stop_grace=None if stop_grace is None else reader.number("stop_grace", 0.0),
         settings=settings,
+    )
+
+
+def _parse_restart(reader: _Reader) -> RestartPolicy:
+    default = RestartPolicy()
+    interval = reader.number("restart_interval", default.interval)
+    max_interval = reader.number("restart_max_interval", max(default.max_interval, interval))
+    if max_interval < interval:
+        raise reader.fail(
+            "restart_max_interval", f"must not be below restart_interval ({interval:g})"
+        )
+    return RestartPolicy(
+        interval=interval,
+        max_interval=max_interval,
+        backoff=reader.number("restart_backoff", default.backoff, minimum=1.0),
+        healthy_after=reader.number("restart_healthy_after", default.healthy_after),
+        max_restarts=reader.integer("restart_max", default.max_restarts),
+        window=reader.number("restart_window", default.window),
     )
 
 

@@ -6,21 +6,41 @@ Every message names what happened and where; none ever contains a key or a passw
 
     AppdError
     ├── ConfigurationError      a setting is missing, malformed or contradictory
+    │   └── AddressInUse            a service's listening address is taken by another process
     ├── DiscoveryError          a service or plugin module could not be found or imported
     │   └── DuplicateServiceError   two services claim one name
     ├── EntryLoadError          a "module:function" entry could not be imported or is not callable
-    └── PidFileLocked           a live process holds the pid file's lock (carries its ``pid``)
+    ├── PidFileLocked           a live process holds the pid file's lock (carries its ``pid``)
+    ├── UnknownCommand          a request named a command the service does not have
+    └── TransportError          talking to a service over its socket failed
+        ├── ConnectFailed           no connection: refused, unreachable or connect timed out
+        ├── ConnectionLost          the connection broke while a request was in flight
+        ├── AuthenticationFailed    wrong key, username or password (deliberately generic)
+        ├── ProtocolError           the peer broke the wire protocol (bad frame, failed MAC, ...)
+        ├── RequestTimeout          no reply within the deadline
+        ├── ServiceBusy             the service's connection or queue limits turned us away
+        └── RemoteError             the handler raised; carries the remote type and message
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "AddressInUse",
     "AppdError",
+    "AuthenticationFailed",
     "ConfigurationError",
+    "ConnectFailed",
+    "ConnectionLost",
     "DiscoveryError",
     "DuplicateServiceError",
     "EntryLoadError",
     "PidFileLocked",
+    "ProtocolError",
+    "RemoteError",
+    "RequestTimeout",
+    "ServiceBusy",
+    "TransportError",
+    "UnknownCommand",
 ]
 
 
@@ -30,6 +50,10 @@ class AppdError(Exception):
 
 class ConfigurationError(AppdError):
     """A configuration value is missing, malformed or contradictory."""
+
+
+class AddressInUse(ConfigurationError):
+    """A service could not bind its address because another socket already holds it."""
 
 
 class DiscoveryError(AppdError):
@@ -57,3 +81,61 @@ class PidFileLocked(AppdError):
         self.pid = pid
         holder = f"process {pid}" if pid is not None else "another process"
         super().__init__(f"pid file {path!r} is locked by {holder}, which is still running")
+class UnknownCommand(AppdError):
+    """The default ``handle_request`` found no ``@command`` method of the requested name."""
+
+
+class TransportError(AppdError):
+    """Base of every failure to talk to a service over its socket."""
+
+
+class ConnectFailed(TransportError):
+    """The client could not connect (refused, unreachable, or the connect timed out).
+
+    Nothing was sent, so retrying later is always safe.
+    """
+
+
+class ConnectionLost(TransportError):
+    """The connection broke after a request was sent and before its reply arrived.
+
+    The request may or may not have run; appd never re-sends it on its own.
+    """
+
+
+class AuthenticationFailed(TransportError):
+    """The service refused the key, the username or the password.
+
+    The message is the same whichever of them was wrong, so it tells an attacker nothing.
+    """
+
+
+class ProtocolError(TransportError):
+    """The peer sent something the wire protocol forbids; the connection was closed."""
+
+
+class RequestTimeout(TransportError):
+    """No reply arrived within the deadline (the client's ``timeout`` or the service's
+    ``request_timeout``)."""
+
+
+class ServiceBusy(TransportError):
+    """The service turned the request away: too many connections, or its queue was full or the
+    request waited longer than ``queue_timeout``.  The request did not run."""
+
+
+class RemoteError(TransportError):
+    """The service's handler raised; the service itself goes on serving.
+
+    :ivar remote_type: the name of the exception class raised on the service's side.
+    :ivar remote_message: its message.
+    """
+
+    def __init__(self, remote_type: str, remote_message: str, *, context: str = "") -> None:
+        self.remote_type = remote_type
+        self.remote_message = remote_message
+        prefix = f"{context}: " if context else ""
+        super().__init__(f"{prefix}remote {remote_type}: {remote_message}")
+
+    def __reduce__(self) -> tuple[type[RemoteError], tuple[str, str]]:
+        return (type(self), (self.remote_type, self.remote_message))

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import inspect
 import re
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from appd.errors import ConfigurationError
 from appd.runtime import quit_requested, sleep
 
 __all__ = ["AppServiceBase", "is_service_class", "service_name_for"]
@@ -40,12 +42,37 @@ class AppServiceBase:
     #: The service's name; by default derived from the class name (see :func:`service_name_for`).
     name: str
 
+    #: Names of the settings configuration may override (see :meth:`apply_settings`).
+    #: Subclasses extend it: ``setting_names = Base.setting_names | {"mine"}``.
+    setting_names: ClassVar[frozenset[str]] = frozenset()
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "abstract" not in cls.__dict__:
             cls.abstract = False
         if "name" not in cls.__dict__:
             cls.name = service_name_for(cls)
+        for setting in cls.setting_names:
+            attr = inspect.getattr_static(cls, setting, None)
+            if isinstance(attr, property):
+                setattr(cls, setting, OverridableSetting(setting, attr))
+
+    def apply_settings(self, settings: Mapping[str, Any]) -> None:
+        """Override settings on this instance (configuration does this before :meth:`setup`).
+
+        Works whether the class defines a setting as a plain attribute or as a (read-only)
+        property.  Raises :class:`~appd.errors.ConfigurationError` naming any unknown setting;
+        nothing is changed then.
+        """
+        unknown = sorted(set(settings) - self.setting_names)
+        if unknown:
+            known = ", ".join(sorted(self.setting_names)) or "none"
+            raise ConfigurationError(
+                f"service {self.name!r} has no setting {', '.join(map(repr, unknown))} "
+                f"(known settings: {known})"
+            )
+        for setting, value in settings.items():
+            setattr(self, setting, value)
 
     def setup(self) -> None:
         """Prepare the service in its own process, after fork and before :meth:`run`."""
@@ -62,6 +89,32 @@ class AppServiceBase:
         return f"<{type(self).__name__} {self.name!r}>"
 
 
+class OverridableSetting:
+    """A setting defined as a property that an instance may still override by assignment.
+
+    Reading returns the instance's override if there is one, else the property's value.
+    """
+
+    def __init__(self, name: str, prop: property) -> None:
+        self.name = name
+        self.prop = prop
+        self.__doc__ = prop.__doc__
+
+    def __get__(self, obj: object | None, objtype: type | None = None) -> Any:
+        if obj is None:
+            return self
+        try:
+            return obj.__dict__[self.name]
+        except KeyError:
+            return self.prop.__get__(obj, objtype)
+
+    def __set__(self, obj: object, value: Any) -> None:
+        obj.__dict__[self.name] = value
+
+    def __repr__(self) -> str:
+        return f"<OverridableSetting {self.name!r}>"
+
+
 def is_service_class(obj: object) -> bool:
     """True for a concrete subclass of :class:`AppServiceBase` (not abstract, not a base)."""
     return (
@@ -70,3 +123,14 @@ def is_service_class(obj: object) -> bool:
         and not obj.__dict__.get("abstract", False)
         and not inspect.isabstract(obj)
     )
+
+
+# The secure socket service is defined in its own module; importing it here keeps the seed's
+# ``from ... import SecureSocketAppService, SecureSocketAppClient`` working from one place.
+from appd.socket_service import (  # noqa: E402
+    SecureSocketAppClient,
+    SecureSocketAppService,
+    command,
+)
+
+__all__ += ["SecureSocketAppClient", "SecureSocketAppService", "command"]

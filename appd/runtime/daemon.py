@@ -17,6 +17,7 @@ import contextlib
 import enum
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -41,12 +42,18 @@ from appd.runtime.quit import quit_requested, sleep
 from appd.runtime.restart import RestartPolicy, RestartTracker
 from appd.runtime.signals import blocked_quit_signals
 
-__all__ = ["GUARDIAN_GRACE_SECONDS", "GUARDIAN_POLL_SECONDS", "DaemonRunStatus", "start_daemon"]
+__all__ = [
+    "FORWARDED_SIGNALS",
+    "GUARDIAN_GRACE_SECONDS", "GUARDIAN_POLL_SECONDS", "DaemonRunStatus", "start_daemon"]
 
 #: How long the guardian lets the executor stop after passing on SIGTERM, before SIGKILL.  It is
 #: longer than :data:`appd.runtime.workers.DEFAULT_GRACE_SECONDS`, so an executor running
 #: workers has time to stop them gracefully first.
 GUARDIAN_GRACE_SECONDS = 10.0
+
+#: Signals the guardian passes on to the executor (an application's "reload", say) rather than
+#: dying of them.
+FORWARDED_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 
 #: How often the guardian looks whether the executor has exited.
 GUARDIAN_POLL_SECONDS = 0.1
@@ -77,6 +84,7 @@ class _DaemonPlan:
     working_directory: str | None
     umask: int
     caller_directory: str
+    grace_period: float
 
 
 def start_daemon(
@@ -90,6 +98,7 @@ def start_daemon(
     restart_interval: timedelta | float | RestartPolicy | None = None,
     working_directory: str | None = None,
     umask: int = 0o022,
+    grace_period: float = GUARDIAN_GRACE_SECONDS,
 ) -> tuple[DaemonRunStatus, int | None]:
     """Start ``daemon_entry`` as a detached daemon supervised by a guardian process.
 
@@ -109,6 +118,8 @@ def start_daemon(
     :param working_directory: the daemon's working directory; None keeps the caller's.  The pid
         and redirect file names are resolved against the caller's directory either way.
     :param umask: the daemon's umask (default ``0o022``).
+    :param grace_period: seconds the executor gets to stop after the guardian passes on SIGTERM
+        or SIGINT, before SIGKILL (default :data:`GUARDIAN_GRACE_SECONDS`).
     :returns: ``(LAUNCHED, guardian_pid)``, ``(ALREADY_RUNNING, pid_of_running_guardian)`` or
         ``(LAUNCH_FAILED, None)``.
     :raises ValueError: ``daemon_entry`` is not of the form ``"module:function"``.
@@ -126,6 +137,7 @@ def start_daemon(
         working_directory=working_directory,
         umask=umask,
         caller_directory=here,
+        grace_period=grace_period,
     )
     read_fd, write_fd = os.pipe()
     flush_stdio()
@@ -237,6 +249,17 @@ def _wait_for_exit(pid: int) -> ExitInfo | None:
     return None
 
 
+def _forward_to(pid: int) -> None:
+    """Pass SIGHUP, SIGUSR1 and SIGUSR2 sent to the guardian on to the executor ``pid``."""
+
+    def forward(signum: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+    for signum in FORWARDED_SIGNALS:
+        signal.signal(signum, forward)
+
+
 def _guard(plan: _DaemonPlan, run_entry: Callable[[], object]) -> int:
     tracker = RestartTracker(plan.restart_policy) if plan.restart_policy is not None else None
     while not quit_requested():
@@ -247,12 +270,13 @@ def _guard(plan: _DaemonPlan, run_entry: Callable[[], object]) -> int:
             stderr_filename=plan.stderr_filename,
             logging_config=plan.logging_config,
         )
+        _forward_to(executor)
         if tracker is not None:
             tracker.started(time.monotonic())
         ended = _wait_for_exit(executor)
         if ended is None:
             log.info("quit requested; stopping the executor", executor=executor)
-            for info in stop_processes([executor], grace=GUARDIAN_GRACE_SECONDS):
+            for info in stop_processes([executor], grace=plan.grace_period):
                 log.info("executor stopped", executor=executor, how=info.describe())
             return 0
         if ended.clean:

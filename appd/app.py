@@ -1,0 +1,308 @@
+"""What the ``appd`` commands do, apart from parsing arguments and printing.
+
+Each function here puts the layers together for one command: configuration, plugins, discovery,
+services with their settings applied, the supervisor, the daemon runtime and the client.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from appd.config import AppdConfig, ServiceConfig, finish_config, read_config
+from appd.discovery import DiscoveredService, discover_services
+from appd.errors import AppdError, ConfigurationError
+from appd.logging import configure_logging, get_logger
+from appd.plugins import Hooks, load_hooks
+from appd.service import AppServiceBase
+
+__all__ = [
+    "check",
+    "client_for",
+    "daemon_main",
+    "discover",
+    "load",
+    "plugin_rows",
+    "prepare_services",
+    "run_supervisor",
+    "service_rows",
+    "start_daemonized",
+]
+
+_log = get_logger("appd")
+
+#: Shortest key ``appd check`` accepts without a warning (bytes); appd keygen makes 32.
+RECOMMENDED_KEY_BYTES = 32
+
+
+def load(config_path: str | None) -> tuple[AppdConfig, Hooks]:
+    """Read the configuration, build the plugin manager (entry points and the configuration's
+    ``plugins``), let ``appd_configure`` adjust the settings, and validate them."""
+    raw = read_config(config_path)
+    plugins = [_import_plugin(name, raw.source) for name in raw.plugin_modules()]
+    hooks = load_hooks(plugins=plugins)
+    config = finish_config(raw, configure=lambda data: hooks.appd_configure(config=data))
+    return config, hooks
+
+
+def _import_plugin(spec: str, source: str | None) -> object:
+    module_name, _, attribute = spec.partition(":")
+    try:
+        plugin: object = importlib.import_module(module_name)
+        for part in filter(None, attribute.split(".")):
+            plugin = getattr(plugin, part)
+    except Exception as exc:
+        raise ConfigurationError(
+            f"{source or 'configuration'}: plugins: cannot load {spec!r}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    return plugin
+
+
+def discover(config: AppdConfig, hooks: Hooks) -> list[DiscoveredService]:
+    """Every service class the configuration, the plugins and the environment provide."""
+    return discover_services(
+        hooks=hooks, modules=config.modules, directories=[str(p) for p in config.paths]
+    )
+
+
+def apply_settings(service: AppServiceBase, settings: Mapping[str, Any], *, source: str) -> None:
+    """Override the service's attributes with configuration values.
+
+    :raises ConfigurationError: a setting the service class does not have.
+    """
+    try:
+        service.apply_settings(dict(settings))
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"{source}: services.{service.name}: {exc}") from None
+
+
+def prepare_services(
+    config: AppdConfig, found: Sequence[DiscoveredService], *, only_enabled: bool = True
+) -> list[AppServiceBase]:
+    """Instantiate the services to run, with their configuration applied."""
+    unknown = set(config.enabled or ()) - {f.name for f in found}
+    if unknown:
+        raise ConfigurationError(
+            f"{config.source or 'configuration'}: enabled: no such service: "
+            f"{', '.join(sorted(unknown))}"
+        )
+    services = []
+    for item in found:
+        service_config: ServiceConfig = config.service(item.name)
+        if only_enabled and (
+            not service_config.enabled
+            or (config.enabled is not None and item.name not in config.enabled)
+        ):
+            continue
+        service = item.cls()
+        apply_settings(service, service_config.settings, source=config.source or "configuration")
+        services.append(service)
+    return services
+
+
+def _configure_logging_for(config: AppdConfig, role: str) -> None:
+    renderer = None if config.log_format == "auto" else config.log_format
+    configure_logging(role, renderer=renderer, level=config.log_level.upper())  # type: ignore[arg-type]
+
+
+def run_supervisor(config: AppdConfig, hooks: Hooks, *, hold_pid_file: bool) -> int:
+    """``appd run``: supervise every enabled service in the foreground until SIGTERM/SIGINT.
+
+    :param hold_pid_file: take the configured pid file (``appd run``); a daemon started by
+        ``appd start`` already has its guardian holding it.
+    """
+    from appd.runtime.pidfile import PidFile, PidFileLocked
+    from appd.supervisor import Supervisor, status_path_for, write_json_atomically
+
+    _configure_logging_for(config, "supervisor")
+    status_file = status_path_for(config.pid_file)
+    status_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file = PidFile(config.pid_file) if hold_pid_file else None
+    try:
+        if pid_file is not None:
+            try:
+                pid_file.acquire()
+            except PidFileLocked as exc:
+                raise AppdError(
+                    f"appd is already running (pid {exc.pid}, pid file {config.pid_file})"
+                ) from None
+            except OSError as exc:
+                raise AppdError(
+                    f"cannot create pid file {config.pid_file}: {exc.strerror}"
+                ) from None
+        services = prepare_services(config, discover(config, hooks))
+        if not services:
+            raise AppdError("no services to run: discovery found none that are enabled")
+        supervisor = Supervisor(config, services, hooks, status_file=status_file)
+        return supervisor.run()
+    except AppdError as exc:
+        _log.error("supervisor failed to start", error=str(exc))
+        write_json_atomically(status_file, {"state": "failed", "error": str(exc)})
+        raise
+    finally:
+        if pid_file is not None:
+            pid_file.release()
+
+
+def daemon_main(*, config_path: str | None) -> None:
+    """The entry of the daemon ``appd start`` launches (runs in the executor process)."""
+    config, hooks = load(config_path)
+    code = run_supervisor(config, hooks, hold_pid_file=False)
+    if code:
+        raise SystemExit(code)
+
+
+def start_daemonized(config: AppdConfig, *, config_path: str | None, timeout: float) -> int:
+    """``appd start``: launch the supervisor as a daemon and wait for every service to be ready.
+
+    :returns: 0 once everything is ready; 1 when it is already running or fails to come up.
+    """
+    from appd.runtime import DaemonRunStatus, start_daemon
+    from appd.runtime.pidfile import read_live_pid
+    from appd.supervisor import status_path_for
+
+    running = read_live_pid(config.pid_file)
+    if running is not None:
+        raise AppdError(f"appd is already running (pid {running}, pid file {config.pid_file})")
+    status_file = status_path_for(config.pid_file)
+    status_file.unlink(missing_ok=True)
+    config.log_file.parent.mkdir(parents=True, exist_ok=True)
+    config.pid_file.parent.mkdir(parents=True, exist_ok=True)
+    result, pid = start_daemon(
+        pid_filename=str(config.pid_file),
+        daemon_entry="appd.app:daemon_main",
+        daemon_args={
+            "config_path": None if config_path is None else str(Path(config_path).resolve())
+        },
+        stdout_filename=str(config.log_file),
+        stderr_filename=str(config.log_file),
+        grace_period=_longest_grace(config) + 5.0,
+    )
+    if result is DaemonRunStatus.ALREADY_RUNNING:
+        raise AppdError(f"appd is already running (pid {pid}, pid file {config.pid_file})")
+    if result is not DaemonRunStatus.LAUNCHED or pid is None:
+        raise AppdError(f"appd failed to start; see {config.log_file}")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = _read_status(status_file)
+        if status.get("state") == "failed":
+            raise AppdError(f"appd failed to start: {status.get('error')}")
+        services = status.get("services", {})
+        fatal = sorted(name for name, s in services.items() if s.get("state") == "fatal")
+        if fatal:
+            raise AppdError(
+                f"appd (pid {pid}) started, but {', '.join(fatal)} kept crashing and gave up "
+                f"(FATAL); see {config.log_file} and `appd status`"
+            )
+        if services and all(s.get("state") == "ready" for s in services.values()):
+            print(f"appd started (pid {pid}): {', '.join(sorted(services))} ready")
+            return 0
+        if read_live_pid(config.pid_file) is None:
+            raise AppdError(f"appd exited while starting; see {config.log_file}")
+        time.sleep(0.05)
+    raise AppdError(
+        f"appd (pid {pid}) did not report every service ready within {timeout:g}s; "
+        f"see {config.log_file} and `appd status`"
+    )
+
+
+def _longest_grace(config: AppdConfig) -> float:
+    graces = [s.stop_grace for s in config.services.values() if s.stop_grace is not None]
+    return max([config.shutdown_grace, *graces])
+
+
+def _read_status(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _find_service(config: AppdConfig, hooks: Hooks, name: str) -> AppServiceBase:
+    for service in prepare_services(config, discover(config, hooks), only_enabled=False):
+        if service.name == name:
+            return service
+    raise AppdError(f"no service named {name!r} (see `appd list`)")
+
+
+def client_for(config: AppdConfig, hooks: Hooks, name: str, *, timeout: float) -> Any:
+    """A client for the socket service ``name``, with its configured address and credentials."""
+    from appd.service import SecureSocketAppClient, SecureSocketAppService
+
+    service = _find_service(config, hooks, name)
+    if not isinstance(service, SecureSocketAppService):
+        raise AppdError(f"service {name!r} does not serve requests (not a socket service)")
+    username, password = service.username, service.password
+    if username is None and service.users:
+        username, password = next(iter(service.users.items()))
+    if service.key is None or username is None or password is None:
+        raise AppdError(f"service {name!r} has no key or no user to call it as")
+    return SecureSocketAppClient(
+        service.host,
+        service.port,
+        username,
+        password,
+        service.key,
+        path=service.path,
+        timeout=timeout,
+    )
+
+
+def service_rows(config: AppdConfig, hooks: Hooks) -> list[list[str]]:
+    """``appd list``: name, class, source and address of every discovered service."""
+    from appd.listing import list_services
+
+    settings = {name: dict(sc.settings) for name, sc in config.services.items()}
+    return [
+        [row.name, row.class_path, row.source, row.address or row.problem or "-"]
+        for row in list_services(discover(config, hooks), settings)
+    ]
+
+
+def plugin_rows(hooks: Hooks) -> tuple[list[list[str]], list[tuple[str, str]]]:
+    """``appd plugins``: loaded plugins with their hooks, and plugins that failed to load."""
+    from appd.listing import list_plugins
+
+    report = list_plugins(hooks.pm)
+    loaded = [[p.name, ", ".join(p.hooks) or "-"] for p in report.loaded]
+    failed = [(f.name, f.error) for f in report.failures]
+    failed += [(name, "disabled by APPD_DISABLE_PLUGINS") for name in report.disabled]
+    return loaded, failed
+
+
+def check(config: AppdConfig, hooks: Hooks) -> tuple[list[str], list[str]]:
+    """``appd check``: problems and passed checks, without starting anything."""
+    from appd.service import SecureSocketAppService
+
+    problems: list[str] = []
+    notes = [f"configuration: {config.source or 'defaults (no configuration file)'}"]
+    found = discover(config, hooks)
+    notes.append(f"discovery: {len(found)} service(s): {', '.join(f.name for f in found) or '-'}")
+    for service in prepare_services(config, found):
+        if not isinstance(service, SecureSocketAppService):
+            continue
+        key = service.key or b""
+        size = len(key.encode() if isinstance(key, str) else key)
+        if size < RECOMMENDED_KEY_BYTES:
+            problems.append(
+                f"service {service.name}: key is {size} bytes; use at least "
+                f"{RECOMMENDED_KEY_BYTES} (appd keygen)"
+            )
+        try:
+            listener = service.bind()
+        except AppdError as exc:
+            problems.append(str(exc))
+        except OSError as exc:
+            problems.append(f"service {service.name}: cannot listen: {exc.strerror}")
+        else:
+            listener.close()
+            if service.path:
+                Path(service.path).unlink(missing_ok=True)
+            notes.append(f"service {service.name}: address free")
+    return problems, notes

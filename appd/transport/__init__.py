@@ -1,0 +1,6 @@
+"""The secure socket: wire protocol v1 (sans I/O), its cryptography, the server and clients.
+
+Knows nothing of plugins or the supervisor.
+"""
+
+from __future__ import annotations

@@ -1,0 +1,185 @@
+"""AsyncSecureSocketAppClient: the asyncio client, with the blocking client's API and guarantees.
+
+It shares the sans-IO protocol and the reply handling with
+:class:`~appd.transport.client.SecureSocketAppClient`; only the I/O differs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from types import TracebackType
+from typing import Any
+
+from appd.errors import ConnectFailed, ConnectionLost, ProtocolError, RequestTimeout
+from appd.transport.client import RECV_SIZE, ClientBase, single_result
+from appd.transport.protocol import FrameDecoder, Reply, Session, decode_reply
+
+__all__ = ["AsyncSecureSocketAppClient"]
+
+
+class _AsyncConnection:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, max_frame_size: int
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.decoder = FrameDecoder(max_frame_size)
+        self.session: Session | None = None
+
+    async def read_frame(self) -> bytes:
+        while (body := self.decoder.next_frame()) is None:
+            data = await self.reader.read(RECV_SIZE)
+            if not data:
+                raise EOFError
+            self.decoder.feed(data)
+        return body
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+
+class AsyncSecureSocketAppClient(ClientBase):
+    """Calls a service from asyncio code: ``await client.send_request(...)``.
+
+    Same constructor as :class:`~appd.SecureSocketAppClient`.  Connects lazily; one request at a
+    time per client (concurrent calls queue on a lock); a forked child never uses its parent's
+    connection.
+    """
+
+    def __init__(
+        self,
+        host: str | None,
+        port: int | None,
+        username: str,
+        password: str,
+        key: str | bytes,
+        *,
+        path: str | None = None,
+        timeout: float = 30,
+        connect_timeout: float = 5,
+    ) -> None:
+        super().__init__(
+            host, port, username, password, key,
+            path=path, timeout=timeout, connect_timeout=connect_timeout,
+        )
+        self._conn: _AsyncConnection | None = None
+        self._lock: asyncio.Lock | None = None
+        self._pid = os.getpid()
+
+    async def _connect(self) -> _AsyncConnection:
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                if self.path:
+                    reader, writer = await asyncio.open_unix_connection(self.path)
+                else:
+                    reader, writer = await asyncio.open_connection(self.host, self.port)
+        except TimeoutError:
+            raise ConnectFailed(f"cannot connect to {self.address}: timed out") from None
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise ConnectFailed(f"cannot connect to {self.address}: {reason}") from None
+        conn = _AsyncConnection(reader, writer, self.max_frame_size)
+        handshake = self._new_handshake()
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                writer.write(handshake.hello())
+                writer.write(handshake.on_server_hello(await conn.read_frame()))
+                conn.session = handshake.on_auth_result(await conn.read_frame())
+        except (TimeoutError, EOFError, OSError) as exc:
+            conn.close()
+            what = "timed out" if isinstance(exc, TimeoutError) else "connection closed"
+            raise ConnectFailed(f"handshake with {self.address} failed: {what}") from None
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    async def send_request(self, reqcmd: str, *args: Any, **kwargs: Any) -> tuple[
+        list[Any], dict[str, Any]
+    ]:
+        """Send a request and wait for ``(res_args, res_kwargs)`` (errors as the blocking
+        client raises them)."""
+        request_id, payload = self._encode(reqcmd, args, kwargs)
+        if self._pid != os.getpid():
+            self._conn, self._lock, self._pid = None, None, os.getpid()
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            for attempt in range(2):
+                reply = await self._exchange(payload, reqcmd, last=attempt == 1)
+                if reply is not None:
+                    return self._result(reply, request_id, reqcmd)
+        raise ConnectionLost(f"{self.address} kept closing the connection; request not sent")
+
+    async def _exchange(self, payload: bytes, reqcmd: str, last: bool) -> Reply | None:
+        conn = self._conn
+        if conn is not None and conn.reader.at_eof():
+            self._drop()
+            conn = None
+        if conn is None:
+            conn = self._conn = await self._connect()
+        assert conn.session is not None
+        try:
+            conn.writer.write(conn.session.seal_frame(payload))
+            await conn.writer.drain()
+        except OSError:
+            self._drop()
+            if last:
+                raise ConnectionLost(
+                    f"connection to {self.address} broke; request {reqcmd!r} was not sent"
+                ) from None
+            return None
+        try:
+            async with asyncio.timeout(self.timeout):
+                reply = decode_reply(conn.session.open(await conn.read_frame()))
+        except TimeoutError:
+            self._drop()
+            raise RequestTimeout(
+                f"no reply to {reqcmd!r} from {self.address} within {self.timeout} s"
+            ) from None
+        except (EOFError, OSError):
+            self._drop()
+            raise ConnectionLost(
+                f"connection to {self.address} lost while {reqcmd!r} was pending; "
+                "it may or may not have run"
+            ) from None
+        except (ProtocolError, asyncio.CancelledError):
+            self._drop()  # a cancelled call leaves a reply in flight: never reuse the stream
+            raise
+        if reply.bye is not None:
+            self._drop()
+            return None
+        if not reply.ok and reply.error_code == "timeout":
+            self._drop()
+        return reply
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    async def call(self, reqcmd: str, *args: Any, **kwargs: Any) -> Any:
+        """Like :meth:`send_request`, returning the single result (None when there is none)."""
+        return single_result(reqcmd, *await self.send_request(reqcmd, *args, **kwargs))
+
+    async def close(self) -> None:
+        """Close the connection (the next request opens a new one)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+            with contextlib.suppress(Exception):
+                await conn.writer.wait_closed()
+
+    async def __aenter__(self) -> AsyncSecureSocketAppClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

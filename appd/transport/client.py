@@ -1,0 +1,344 @@
+"""SecureSocketAppClient: the blocking client of wire protocol v1.
+
+Made for web workers: created at import time, it connects lazily on the first request; after a
+fork the child opens its own connection and never touches its parent's; threads share one client
+safely (one request at a time per client); it reconnects transparently when the connection broke
+before a request was sent, and raises :class:`~appd.errors.ConnectionLost` rather than silently
+re-sending a request whose reply was lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import socket
+import threading
+import time
+import weakref
+from types import TracebackType
+from typing import Any
+
+from appd.errors import (
+    ConfigurationError,
+    ConnectFailed,
+    ConnectionLost,
+    ProtocolError,
+    RemoteError,
+    RequestTimeout,
+    ServiceBusy,
+)
+from appd.transport.crypto import key_bytes
+from appd.transport.listen import format_address
+from appd.transport.protocol import (
+    DEFAULT_MAX_FRAME_SIZE,
+    ClientHandshake,
+    FrameDecoder,
+    Reply,
+    Session,
+    decode_reply,
+    encode_request,
+)
+from appd.transport.sockopts import set_kernel_timeouts, set_nodelay
+
+__all__ = ["ClientBase", "SecureSocketAppClient", "single_result"]
+
+RECV_SIZE = 256 * 1024
+
+
+class ClientBase:
+    """What the blocking and the asyncio clients share: settings, checks and reply mapping."""
+
+    def __init__(
+        self,
+        host: str | None,
+        port: int | None,
+        username: str,
+        password: str,
+        key: str | bytes,
+        *,
+        path: str | None = None,
+        timeout: float = 30,
+        connect_timeout: float = 5,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+    ) -> None:
+        if not path and (not host or port is None):
+            raise ConfigurationError("a client needs host and port, or path")
+        if not isinstance(username, str) or not isinstance(password, str):
+            raise ConfigurationError("a client's username and password must be strings")
+        self.host = host
+        self.port = port
+        self.path = path
+        self.username = username
+        self._password = password
+        self._psk = key_bytes(key, owner="client")
+        self.timeout = float(timeout)
+        self.connect_timeout = float(connect_timeout)
+        self.max_frame_size = max_frame_size
+        self._ids = itertools.count(1)
+
+    @property
+    def address(self) -> str:
+        """The service's address as messages show it."""
+        return format_address(self.host, self.port, self.path)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.address} user={self.username!r}>"
+
+    def _new_handshake(self) -> ClientHandshake:
+        return ClientHandshake(self._psk, self.username, self._password)
+
+    def _encode(self, reqcmd: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[
+        int, bytes
+    ]:
+        if not isinstance(reqcmd, str):
+            raise TypeError(f"the command must be a str, not {type(reqcmd).__name__}")
+        request_id = next(self._ids)
+        try:
+            return request_id, encode_request(request_id, reqcmd, args, kwargs)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise TypeError(f"the arguments of {reqcmd!r} cannot be serialized: {exc}") from None
+
+    def _result(self, reply: Reply, request_id: int, reqcmd: str) -> tuple[list[Any], dict[
+        str, Any
+    ]]:
+        if reply.id != request_id:
+            raise ProtocolError(
+                f"{self.address} answered request {reply.id} while {request_id} was pending"
+            )
+        if reply.ok:
+            return reply.args, reply.kwargs
+        if reply.error_code == "busy":
+            raise ServiceBusy(f"{self.address}: {reply.error_message}")
+        if reply.error_code == "timeout":
+            raise RequestTimeout(f"{self.address}: {reply.error_message}")
+        raise RemoteError(
+            reply.error_type,
+            reply.error_message,
+            context=f"request {reqcmd!r} to {self.address}",
+        )
+
+
+def single_result(reqcmd: str, res_args: list[Any], res_kwargs: dict[str, Any]) -> Any:
+    """What ``call`` returns: the one result, or None when there is none."""
+    if not res_kwargs and len(res_args) <= 1:
+        return res_args[0] if res_args else None
+    raise ValueError(
+        f"{reqcmd!r} returned {len(res_args)} results and {len(res_kwargs)} named results; "
+        "use send_request() to get them all"
+    )
+
+
+class _Connection:
+    """One authenticated, blocking connection."""
+
+    def __init__(self, sock: socket.socket, session: Session, max_frame_size: int) -> None:
+        self.sock = sock
+        self.session = session
+        self.decoder = FrameDecoder(max_frame_size)
+
+    def read_frame(self, deadline: float) -> bytes:
+        """The next frame body; TimeoutError past ``deadline``, EOFError if the peer closed."""
+        while (body := self.decoder.next_frame()) is None:
+            if time.monotonic() >= deadline:
+                raise TimeoutError
+            try:
+                data = self.sock.recv(RECV_SIZE)
+            except BlockingIOError:  # SO_RCVTIMEO expired
+                raise TimeoutError from None
+            if not data:
+                raise EOFError
+            self.decoder.feed(data)
+        return body
+
+    def peer_closed(self) -> bool:
+        """True when the service already closed (or said goodbye on) this idle connection."""
+        try:
+            self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            pass
+        return True  # a goodbye frame, or end of file
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+def _open_socket(client: ClientBase) -> socket.socket:
+    try:
+        if client.path:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(client.connect_timeout)
+            try:
+                sock.connect(client.path)
+            except BaseException:
+                sock.close()
+                raise
+        else:
+            assert client.host is not None and client.port is not None
+            sock = socket.create_connection(
+                (client.host, client.port), timeout=client.connect_timeout
+            )
+            set_nodelay(sock)
+    except TimeoutError:
+        raise ConnectFailed(f"cannot connect to {client.address}: timed out") from None
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConnectFailed(f"cannot connect to {client.address}: {reason}") from None
+    return sock
+
+
+_clients: weakref.WeakSet[SecureSocketAppClient] = weakref.WeakSet()
+
+
+def _reset_clients_after_fork() -> None:
+    for client in list(_clients):
+        client._forget_parent_connection()
+
+
+os.register_at_fork(after_in_child=_reset_clients_after_fork)
+
+
+class SecureSocketAppClient(ClientBase):
+    """Calls a :class:`~appd.SecureSocketAppService`; see the module docstring for the
+    guarantees.  ``timeout`` bounds each request, ``connect_timeout`` connect and handshake."""
+
+    def __init__(
+        self,
+        host: str | None,
+        port: int | None,
+        username: str,
+        password: str,
+        key: str | bytes,
+        *,
+        path: str | None = None,
+        timeout: float = 30,
+        connect_timeout: float = 5,
+    ) -> None:
+        super().__init__(
+            host, port, username, password, key,
+            path=path, timeout=timeout, connect_timeout=connect_timeout,
+        )
+        self._lock = threading.Lock()
+        self._conn: _Connection | None = None
+        self._pid = os.getpid()
+        _clients.add(self)
+
+    def _forget_parent_connection(self) -> None:
+        # In a forked child: drop (never use, never shut down) the parent's connection.
+        self._lock = threading.Lock()
+        if self._conn is not None:
+            self._conn.close()  # closes only the child's copy of the descriptor
+            self._conn = None
+        self._pid = os.getpid()
+
+    def _connect(self) -> _Connection:
+        sock = _open_socket(self)
+        deadline = time.monotonic() + self.connect_timeout
+        conn = _Connection(sock, _pending_session(), self.max_frame_size)
+        handshake = self._new_handshake()
+        try:
+            sock.sendall(handshake.hello())
+            sock.sendall(handshake.on_server_hello(conn.read_frame(deadline)))
+            conn.session = handshake.on_auth_result(conn.read_frame(deadline))
+            set_kernel_timeouts(sock, self.timeout, self.timeout)
+        except (TimeoutError, EOFError, OSError) as exc:
+            conn.close()
+            what = "timed out" if isinstance(exc, TimeoutError) else "connection closed"
+            raise ConnectFailed(f"handshake with {self.address} failed: {what}") from None
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def send_request(self, reqcmd: str, *args: Any, **kwargs: Any) -> tuple[
+        list[Any], dict[str, Any]
+    ]:
+        """Send a request and wait for ``(res_args, res_kwargs)``.
+
+        Raises :class:`~appd.errors.RemoteError` when the handler raised, and the other
+        :class:`~appd.errors.TransportError` subclasses when the call itself failed.
+        """
+        request_id, payload = self._encode(reqcmd, args, kwargs)
+        if self._pid != os.getpid():
+            self._forget_parent_connection()
+        with self._lock:
+            for attempt in range(2):
+                reply = self._exchange(payload, request_id, reqcmd, last=attempt == 1)
+                if reply is not None:
+                    return self._result(reply, request_id, reqcmd)
+        raise ConnectionLost(f"{self.address} kept closing the connection; request not sent")
+
+    def _exchange(self, payload: bytes, request_id: int, reqcmd: str, last: bool) -> Reply | None:
+        """One attempt; None when the request provably did not reach a handler (retry)."""
+        conn = self._conn
+        if conn is not None and conn.peer_closed():
+            self._drop()
+            conn = None
+        if conn is None:
+            conn = self._conn = self._connect()
+        deadline = time.monotonic() + self.timeout
+        frame = conn.session.seal_frame(payload)
+        try:
+            conn.sock.sendall(frame)
+        except OSError:
+            self._drop()  # an incomplete frame is never processed: safe to try again
+            if last:
+                raise ConnectionLost(
+                    f"connection to {self.address} broke; request {reqcmd!r} was not sent"
+                ) from None
+            return None
+        try:
+            reply = decode_reply(conn.session.open(conn.read_frame(deadline)))
+        except TimeoutError:
+            self._drop()
+            raise RequestTimeout(
+                f"no reply to {reqcmd!r} from {self.address} within {self.timeout} s"
+            ) from None
+        except (EOFError, OSError):
+            self._drop()
+            raise ConnectionLost(
+                f"connection to {self.address} lost while {reqcmd!r} was pending; "
+                "it may or may not have run"
+            ) from None
+        except ProtocolError:
+            self._drop()
+            raise
+        if reply.bye is not None:
+            self._drop()  # the service closed before reading the request: it never ran
+            return None
+        if not reply.ok and reply.error_code == "timeout":
+            self._drop()
+        return reply
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def call(self, reqcmd: str, *args: Any, **kwargs: Any) -> Any:
+        """Like :meth:`send_request`, returning the single result (None when there is none)."""
+        return single_result(reqcmd, *self.send_request(reqcmd, *args, **kwargs))
+
+    def close(self) -> None:
+        """Close the connection (the next request opens a new one)."""
+        with self._lock:
+            self._drop()
+
+    def __enter__(self) -> SecureSocketAppClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _pending_session() -> Session:
+    """A placeholder replaced as soon as the handshake completes."""
+    return Session.__new__(Session)

@@ -1,0 +1,480 @@
+"""The socket server of wire protocol v1.
+
+Design (measured; see docs/performance.md): one thread runs a selector over the listening socket
+and every connection still in its handshake, so a thousand silent or slow connections cost file
+descriptors, not threads.  An authenticated connection gets a thread of its own, and that thread
+reads a request, runs the handler *itself* and writes the reply: the common path never hands a
+request from one thread to another.  A :class:`~appd.transport.limits.Limiter` bounds how many
+handlers run at once (``concurrency``) and how many wait; a single watchdog thread enforces
+``request_timeout``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import selectors
+import socket
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from appd.errors import ProtocolError, RequestTimeout, ServiceBusy
+from appd.logging import get_logger
+from appd.transport.limits import InFlight, Limiter, Watchdog
+from appd.transport.protocol import (
+    BadRequest,
+    FrameDecoder,
+    ServerHandshake,
+    Session,
+    decode_request,
+    encode_bye,
+    encode_error,
+    encode_reply,
+)
+from appd.transport.sockopts import set_kernel_timeouts, set_nodelay
+
+__all__ = ["Request", "RequestTarget", "SecureSocketServer", "ServerSettings", "peer_name"]
+
+log = get_logger("appd.transport")
+
+#: How often the accept loop looks at the quit flag and the handshake deadlines.
+ACCEPT_TICK = 0.05
+#: How often an idle connection thread wakes to check for shutdown and the idle timeout.
+CONNECTION_TICK = 0.25
+#: Bytes asked of the kernel per receive.
+RECV_SIZE = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One authenticated request, as handlers and plugins (``appd_request``) see it."""
+
+    #: The client's request id (unique per connection).
+    id: int
+    #: The command name (``reqcmd``).
+    cmd: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    #: The username the connection authenticated as.
+    username: str
+    #: The client's address: ``host:port``, or ``unix`` for a Unix socket.
+    peer: str
+
+
+class RequestTarget(Protocol):
+    """What the server serves: a service, in practice."""
+
+    requests_served: int
+
+    def process_request(self, request: Request) -> tuple[list[Any], dict[str, Any]]:
+        """Run the request; return ``(res_args, res_kwargs)``."""
+        ...
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """The limits and secrets the server runs with (read from the service at serve time)."""
+
+    name: str
+    psk: bytes = field(repr=False)
+    users: Mapping[str, str] = field(repr=False)
+    concurrency: int = 1
+    max_queue: int = 64
+    queue_timeout: float | None = 10.0
+    max_connections: int = 256
+    max_frame_size: int = 16 * 1024 * 1024
+    handshake_timeout: float = 5.0
+    idle_timeout: float | None = 300.0
+    request_timeout: float | None = 60.0
+    shutdown_grace: float = 10.0
+
+
+def peer_name(address: Any) -> str:
+    """``host:port`` for a TCP peer, ``unix`` for a Unix-socket peer."""
+    if isinstance(address, tuple) and len(address) >= 2:
+        return f"{address[0]}:{address[1]}"
+    return "unix"
+
+
+class _Pending:
+    """A connection still in its handshake (owned by the accept loop)."""
+
+    __slots__ = ("deadline", "decoder", "handshake", "hello_done", "peer", "sock")
+
+    def __init__(
+        self, sock: socket.socket, peer: str, handshake: ServerHandshake, deadline: float,
+        max_frame_size: int,
+    ) -> None:
+        self.sock = sock
+        self.peer = peer
+        self.handshake = handshake
+        self.deadline = deadline
+        self.hello_done = False
+        # A hello or an auth frame is small; anything claiming more is not a client.
+        self.decoder = FrameDecoder(min(max_frame_size, 64 * 1024))
+
+
+class SecureSocketServer:
+    """Serves one listening socket until ``should_stop()`` is true, then drains."""
+
+    def __init__(
+        self, settings: ServerSettings, target: RequestTarget, listener: socket.socket
+    ) -> None:
+        self.settings = settings
+        self.target = target
+        self.listener = listener
+        self._pending: OrderedDict[int, _Pending] = OrderedDict()
+        self._connections: set[_Connection] = set()
+        self._conn_lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.limiter = Limiter(
+            settings.concurrency, settings.max_queue, settings.queue_timeout, self._count
+        )
+        self.watchdog = Watchdog() if settings.request_timeout else None
+
+    def _count(self) -> None:
+        self.target.requests_served += 1
+
+    # -- accept loop -------------------------------------------------------------------------
+
+    def serve(self, should_stop: Callable[[], bool]) -> None:
+        """Accept, handshake and dispatch until ``should_stop()``; then finish in-flight
+        requests within ``shutdown_grace`` seconds and return."""
+        if self.watchdog is not None:
+            self.watchdog.start()
+        self.listener.setblocking(False)
+        selector = selectors.DefaultSelector()
+        selector.register(self.listener, selectors.EVENT_READ, None)
+        try:
+            while not should_stop():
+                for key, _ in selector.select(ACCEPT_TICK):
+                    if key.data is None:
+                        self._accept_all(selector)
+                    else:
+                        self._advance(selector, key.data)
+                self._expire_handshakes(selector)
+        finally:
+            selector.unregister(self.listener)
+            for pending in list(self._pending.values()):
+                self._drop(selector, pending)
+            selector.close()
+            self._drain()
+
+    def _accept_all(self, selector: selectors.BaseSelector) -> None:
+        while True:
+            try:
+                sock, address = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and friends: keep serving those we have
+                log.warning("accept failed", service=self.settings.name, error=str(exc))
+                return
+            sock.setblocking(False)
+            set_nodelay(sock)
+            pending = _Pending(
+                sock,
+                peer_name(address),
+                ServerHandshake(self.settings.psk, self.settings.users),
+                time.monotonic() + self.settings.handshake_timeout,
+                self.settings.max_frame_size,
+            )
+            if len(self._pending) >= self.settings.max_connections:
+                # Shed the oldest unfinished handshake, so a flood of silent connections
+                # cannot lock out a client that completes its handshake promptly.
+                _, oldest = self._pending.popitem(last=False)
+                self._drop(selector, oldest, "handshake backlog full")
+            self._pending[sock.fileno()] = pending
+            selector.register(sock, selectors.EVENT_READ, pending)
+
+    def _drop(
+        self, selector: selectors.BaseSelector, pending: _Pending, reason: str | None = None
+    ) -> None:
+        self._pending.pop(pending.sock.fileno(), None)
+        with contextlib.suppress(KeyError, ValueError):
+            selector.unregister(pending.sock)
+        if reason is not None:
+            log.info(
+                "connection closed during handshake",
+                service=self.settings.name, peer=pending.peer, reason=reason,
+            )
+        pending.sock.close()
+
+    def _expire_handshakes(self, selector: selectors.BaseSelector) -> None:
+        now = time.monotonic()
+        while self._pending:
+            pending = next(iter(self._pending.values()))
+            if pending.deadline > now:
+                return
+            self._drop(selector, pending, "handshake timeout")
+
+    def _advance(self, selector: selectors.BaseSelector, pending: _Pending) -> None:
+        try:
+            data = pending.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._drop(selector, pending, f"receive failed: {exc.strerror}")
+            return
+        if not data:
+            self._drop(selector, pending, "client closed")
+            return
+        pending.decoder.feed(data)
+        try:
+            while (body := pending.decoder.next_frame()) is not None:
+                if not pending.hello_done:
+                    if not self._hello(selector, pending, body):
+                        return
+                else:
+                    self._authenticate(selector, pending, body)
+                    return
+        except ProtocolError as exc:
+            self._drop(selector, pending, str(exc))
+
+    def _hello(self, selector: selectors.BaseSelector, pending: _Pending, body: bytes) -> bool:
+        reply = pending.handshake.on_client_hello(body)
+        with self._conn_lock:
+            busy = len(self._connections) >= self.settings.max_connections
+        if busy or self.stopping.is_set():
+            _send_small(pending.sock, ServerHandshake.busy_hello())
+            self._drop(selector, pending, "max_connections reached")
+            return False
+        if not _send_small(pending.sock, reply):
+            self._drop(selector, pending, "client not reading")
+            return False
+        pending.hello_done = True
+        return True
+
+    def _authenticate(
+        self, selector: selectors.BaseSelector, pending: _Pending, body: bytes
+    ) -> None:
+        outcome = pending.handshake.on_auth(body)
+        sent = _send_small(pending.sock, outcome.reply)
+        if outcome.session is None or outcome.username is None or not sent:
+            log.warning(
+                "authentication failed", service=self.settings.name, peer=pending.peer
+            )
+            self._drop(selector, pending)
+            return
+        self._pending.pop(pending.sock.fileno(), None)
+        selector.unregister(pending.sock)
+        conn = _Connection(
+            self, pending.sock, pending.peer, outcome.username, outcome.session,
+            pending.decoder.take_buffer(),
+        )
+        with self._conn_lock:
+            self._connections.add(conn)
+        conn.start()
+
+    # -- shutdown ----------------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        self.stopping.set()
+        deadline = time.monotonic() + self.settings.shutdown_grace
+        with self._conn_lock:
+            conns = list(self._connections)
+        for conn in conns:
+            conn.thread.join(max(0.0, deadline - time.monotonic()))
+        with self._conn_lock:
+            left = list(self._connections)
+        for conn in left:
+            log.warning(
+                "request still running after shutdown_grace; closing its connection",
+                service=self.settings.name, peer=conn.peer,
+            )
+            conn.abort()
+        if self.watchdog is not None:
+            self.watchdog.stop()
+
+    def forget(self, conn: _Connection) -> None:
+        """Called by a connection thread as it ends."""
+        with self._conn_lock:
+            self._connections.discard(conn)
+
+
+def _send_small(sock: socket.socket, frame: bytes) -> bool:
+    """Send a handshake frame on a non-blocking socket; False if it did not all fit."""
+    try:
+        return sock.send(frame) == len(frame)
+    except OSError:
+        return False
+
+
+class _Connection:
+    """An authenticated connection and the thread that serves it."""
+
+    def __init__(
+        self,
+        server: SecureSocketServer,
+        sock: socket.socket,
+        peer: str,
+        username: str,
+        session: Session,
+        buffered: bytes,
+    ) -> None:
+        self.server = server
+        self.sock = sock
+        self.peer = peer
+        self.username = username
+        self.session = session
+        self.decoder = FrameDecoder(server.settings.max_frame_size)
+        self.decoder.feed(buffered)
+        self.send_lock = threading.Lock()
+        self.closed = False
+        self.thread = threading.Thread(
+            target=self._run, name=f"appd-conn-{peer}", daemon=True
+        )
+
+    def start(self) -> None:
+        """Switch the socket to blocking with a receive tick, and start serving."""
+        # The receive wakes every tick to notice shutdown and the idle timeout.
+        set_kernel_timeouts(
+            self.sock, CONNECTION_TICK, self.server.settings.request_timeout or 60.0
+        )
+        self.thread.start()
+
+    def _run(self) -> None:
+        settings = self.server.settings
+        try:
+            last_activity = time.monotonic()
+            while not self.closed:
+                body = self.decoder.next_frame()
+                if body is not None:
+                    self._serve_frame(body)
+                    last_activity = time.monotonic()
+                    continue
+                if self.server.stopping.is_set() and not self.decoder.pending():
+                    self._send(encode_bye("shutdown"))
+                    return
+                try:
+                    data = self.sock.recv(RECV_SIZE)
+                except (BlockingIOError, InterruptedError):
+                    idle = time.monotonic() - last_activity
+                    if settings.idle_timeout and idle >= settings.idle_timeout:
+                        if not self.decoder.pending():
+                            self._send(encode_bye("idle"))
+                        return
+                    continue
+                if not data:
+                    return
+                self.decoder.feed(data)
+        except ProtocolError as exc:
+            log.warning(
+                "closing connection: protocol violation",
+                service=settings.name, peer=self.peer, error=str(exc),
+            )
+        except OSError as exc:
+            log.info(
+                "connection lost", service=settings.name, peer=self.peer, error=str(exc)
+            )
+        finally:
+            self.abort()
+            self.server.forget(self)
+
+    def _serve_frame(self, body: bytes) -> None:
+        plaintext = self.session.open(body)  # raises before anything runs if it fails
+        try:
+            message = decode_request(plaintext)
+        except BadRequest as exc:
+            if exc.request_id is None:
+                raise
+            self._send(encode_error(exc.request_id, "bad_request", "ProtocolError", str(exc)))
+            return
+        request = Request(
+            message.id, message.cmd, message.args, message.kwargs, self.username, self.peer
+        )
+        server = self.server
+        try:
+            server.limiter.acquire()
+        except ServiceBusy as exc:
+            self._send(encode_error(request.id, "busy", "ServiceBusy", str(exc)))
+            return
+        entry: InFlight | None = None
+        if server.watchdog is not None and server.settings.request_timeout:
+            entry = server.watchdog.track(
+                server.settings.request_timeout, lambda: self._expire(request)
+            )
+        try:
+            reply = self._run_handler(request)
+        finally:
+            owned = entry is None or server.watchdog is None or server.watchdog.finish(entry)
+            if owned:
+                server.limiter.release()
+        if owned:
+            self._send(reply)
+
+    def _run_handler(self, request: Request) -> bytes:
+        name = self.server.settings.name
+        try:
+            result = self.server.target.process_request(request)
+        except RequestTimeout as exc:
+            return encode_error(request.id, "timeout", "RequestTimeout", str(exc))
+        except Exception as exc:
+            log.warning(
+                "handler raised", service=name, cmd=request.cmd, peer=self.peer,
+                error_type=type(exc).__name__, exc_info=True,
+            )
+            return encode_error(request.id, "handler", type(exc).__name__, str(exc))
+        try:
+            res_args, res_kwargs = _split_result(result)
+            return encode_reply(request.id, res_args, res_kwargs)
+        except (TypeError, ValueError, OverflowError) as exc:
+            log.warning(
+                "handler result cannot be sent", service=name, cmd=request.cmd, error=str(exc)
+            )
+            return encode_error(
+                request.id,
+                "unserializable",
+                type(exc).__name__,
+                f"the result of {request.cmd!r} cannot be serialized: {exc}",
+            )
+
+    def _expire(self, request: Request) -> None:
+        """Watchdog callback: the handler overran ``request_timeout``."""
+        timeout = self.server.settings.request_timeout
+        log.error(
+            "handler ran past request_timeout; abandoning it and closing the connection",
+            service=self.server.settings.name, cmd=request.cmd, peer=self.peer,
+            request_timeout=timeout,
+        )
+        self.server.limiter.release()
+        with contextlib.suppress(OSError):
+            self._send(
+                encode_error(
+                    request.id,
+                    "timeout",
+                    "RequestTimeout",
+                    f"handler for {request.cmd!r} ran past request_timeout ({timeout} s)",
+                )
+            )
+        self.abort()
+
+    def _send(self, plaintext: bytes) -> None:
+        with self.send_lock:
+            if self.closed:
+                return
+            self.sock.sendall(self.session.seal_frame(plaintext))
+
+    def abort(self) -> None:
+        """Close the connection now (idempotent); a blocked receive returns at once."""
+        with self.send_lock:
+            if self.closed:
+                return
+            self.closed = True
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+
+def _split_result(result: Any) -> tuple[list[Any], dict[str, Any]]:
+    """Check the ``(res_args, res_kwargs)`` shape a handler must return."""
+    if not isinstance(result, Sequence) or isinstance(result, str | bytes) or len(result) != 2:
+        raise TypeError(
+            f"handle_request must return (res_args, res_kwargs), got {type(result).__name__}"
+        )
+    res_args, res_kwargs = result
+    if not isinstance(res_args, list | tuple) or not isinstance(res_kwargs, Mapping):
+        raise TypeError("handle_request must return (list, dict)")
+    return list(res_args), dict(res_kwargs)

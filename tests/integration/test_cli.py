@@ -1,0 +1,283 @@
+"""The ``appd`` command driven as a user would: real subprocesses, real daemons, real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import descendants, kill_pids, pid_alive, read_pid, wait_for
+
+TESTS_DIR = Path(__file__).resolve().parent.parent
+
+SERVICES_PY = textwrap.dedent(
+    """
+    import os
+
+    from appd import AppServiceBase, SecureSocketAppService
+
+
+    class EchoService(SecureSocketAppService):
+        host = "127.0.0.1"
+        port = 0
+        key = "an echo key of thirty-two bytes!"
+        username = "echo"
+        password = "echo password"
+
+        def handle_request(self, reqcmd, *args, **kwargs):
+            if reqcmd == "echo":
+                return list(args), dict(kwargs)
+            if reqcmd == "pid":
+                return [os.getpid()], {}
+            raise ValueError(f"unknown command {reqcmd!r}")
+
+
+    class CrashService(AppServiceBase):
+        def run(self):
+            raise RuntimeError("this service always crashes")
+
+
+    class TickService(AppServiceBase):
+        pass
+    """
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Project:
+    """A directory with services.py and appd.toml, and a way to run ``appd`` in it."""
+
+    root: Path
+    port: int
+
+    @property
+    def pid_file(self) -> Path:
+        return self.root / "run" / "appd.pid"
+
+    def write_config(self, extra: str = "", *, enabled: str = '["echo", "tick"]') -> None:
+        (self.root / "appd.toml").write_text(
+            textwrap.dedent(
+                f"""
+                pid_file = "run/appd.pid"
+                log_file = "run/appd.log"
+                paths = ["."]
+                enabled = {enabled}
+                shutdown_grace = 5
+                plugins = ["recording_plugin:recorder"]
+
+                [services.echo]
+                port = {self.port}
+                processes = 2
+                """
+            )
+            + textwrap.dedent(extra)
+        )
+        (self.root / "appd.toml").chmod(0o600)
+
+    def appd(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(TESTS_DIR), env.get("PYTHONPATH", "")])
+        env["APPD_RECORD_HOOKS"] = str(self.root / "hooks.jsonl")
+        env.pop("APPD_CONFIG", None)
+        return subprocess.run(
+            [sys.executable, "-m", "appd", *args],
+            cwd=self.root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def status(self) -> dict[str, Any]:
+        result = self.appd("status", "--json")
+        data: dict[str, Any] = json.loads(result.stdout)
+        data["exit"] = result.returncode
+        return data
+
+    def hook_calls(self, name: str) -> list[dict[str, Any]]:
+        path = self.root / "hooks.jsonl"
+        if not path.exists():
+            return []
+        calls = [json.loads(line) for line in path.read_text().splitlines() if line]
+        return [c for c in calls if c["hook"] == name]
+
+    def client(self) -> Any:
+        from appd import SecureSocketAppClient
+
+        return SecureSocketAppClient(
+            "127.0.0.1", self.port, "echo", "echo password", "an echo key of thirty-two bytes!"
+        )
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Project]:
+    before = set(descendants())
+    (tmp_path / "services.py").write_text(SERVICES_PY)
+    proj = Project(tmp_path, free_port())
+    proj.write_config()
+    yield proj
+    pid = read_pid(proj.pid_file)
+    if pid is not None and pid_alive(pid):
+        proj.appd("stop", "--timeout", "10")
+    kill_pids(set(descendants()) - before)
+
+
+def service_pids(status: dict[str, Any], name: str) -> list[int]:
+    return [p["pid"] for p in status["services"][name]["processes"] if p["pid"]]
+
+
+def all_ready(status: dict[str, Any]) -> bool:
+    services = status.get("services", {})
+    return bool(services) and all(s["state"] == "ready" for s in services.values())
+
+
+def test_start_status_call_kill_restart_stop(project: Project) -> None:
+    started = project.appd("start")
+    assert started.returncode == 0, started.stderr
+    assert "ready" in started.stdout
+
+    status = project.status()
+    assert status["exit"] == 0
+    assert set(status["services"]) == {"echo", "tick"}
+    assert all_ready(status)
+
+    called = project.appd("call", "echo", "echo", "3", "hello", "on=true")
+    assert called.returncode == 0, called.stderr
+    assert json.loads(called.stdout) == {"args": [3, "hello"], "kwargs": {"on": True}}
+
+    victim = service_pids(status, "echo")[0]
+    os.kill(victim, signal.SIGKILL)
+
+    def restarted() -> dict[str, Any] | None:
+        now = project.status()
+        echo = now["services"]["echo"]
+        fresh = victim not in service_pids(now, "echo")
+        return now if fresh and echo["restarts"] >= 1 and all_ready(now) else None
+
+    after = wait_for(restarted, timeout=20, message="the killed process to be restarted")
+    assert len(service_pids(after, "echo")) == 2
+    again = project.appd("call", "echo", "echo", '"back"')
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["args"] == ["back"]
+    served = wait_for(lambda: project.status()["services"]["echo"]["requests"] >= 1)
+    assert served
+
+    every_pid = [status["pid"], *service_pids(after, "echo"), *service_pids(after, "tick")]
+    stopped = project.appd("stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert not project.pid_file.exists()
+    wait_for(lambda: not any(pid_alive(p) for p in every_pid), message="every process to exit")
+    assert project.appd("status").returncode == 3
+
+
+def test_second_start_says_already_running_with_the_pid(project: Project) -> None:
+    assert project.appd("start").returncode == 0
+    guardian = read_pid(project.pid_file)
+    second = project.appd("start")
+    assert second.returncode == 1
+    assert "already running" in second.stderr
+    assert str(guardian) in second.stderr
+
+
+def test_start_with_port_in_use_names_service_and_port(project: Project) -> None:
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", project.port))
+        squatter.listen()
+        result = project.appd("start", "--timeout", "20")
+    assert result.returncode == 1
+    assert "echo" in result.stderr
+    assert str(project.port) in result.stderr
+    wait_for(lambda: not project.pid_file.exists(), message="the failed daemon's pid file to go")
+
+
+def test_run_in_foreground_port_in_use_fails_fast(project: Project) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", project.port))
+        squatter.listen()
+        result = project.appd("run", timeout=30)
+    assert result.returncode == 1
+    assert "echo" in result.stderr and str(project.port) in result.stderr
+
+
+def test_crash_looping_service_ends_fatal_while_others_serve(project: Project) -> None:
+    project.write_config(
+        """
+        [services.crash]
+        restart_interval = 0.05
+        restart_max_interval = 0.1
+        restart_max = 2
+        restart_window = 60
+        """,
+        enabled='["echo", "crash"]',
+    )
+    started = project.appd("start", "--timeout", "5")
+    assert started.returncode == 1  # crash never becomes ready
+    wait_for(
+        lambda: project.status()["services"]["crash"]["state"] == "fatal",
+        timeout=20,
+        message="crash to end FATAL",
+    )
+    final = [c for c in project.hook_calls("appd_crash") if c["kwargs"]["will_restart"] == "False"]
+    assert len(final) == 1
+    assert project.status()["services"]["echo"]["state"] == "ready"
+    called = project.appd("call", "echo", "echo", "1")
+    assert called.returncode == 0, called.stderr
+
+
+def test_sighup_restarts_one_at_a_time_without_failed_requests(project: Project) -> None:
+    assert project.appd("start").returncode == 0
+    before = set(service_pids(project.status(), "echo"))
+    failures: list[BaseException] = []
+    replies = 0
+    stop = threading.Event()
+
+    def call_in_a_loop() -> None:
+        nonlocal replies
+        with project.client() as client:
+            while not stop.is_set():
+                try:
+                    args, _ = client.send_request("echo", replies)
+                    assert args == [replies]
+                    replies += 1
+                except BaseException as exc:  # every failure counts
+                    failures.append(exc)
+
+    caller = threading.Thread(target=call_in_a_loop)
+    caller.start()
+    try:
+        wait_for(lambda: replies > 20, message="the client to get going")
+        guardian = read_pid(project.pid_file)
+        assert guardian is not None
+        os.kill(guardian, signal.SIGHUP)
+
+        def replaced() -> bool:
+            now = project.status()
+            pids = set(service_pids(now, "echo"))
+            return len(pids) == 2 and not (pids & before) and all_ready(now)
+
+        wait_for(replaced, timeout=40, message="both echo processes to be replaced")
+        count = replies
+        wait_for(lambda: replies > count + 20, message="requests after the restart")
+    finally:
+        stop.set()
+        caller.join(timeout=30)
+    assert failures == []
+    assert project.hook_calls("appd_service_ready")

@@ -1,0 +1,95 @@
+"""Settings, commands and keys of SecureSocketAppService, without sockets."""
+
+from __future__ import annotations
+
+import pytest
+
+import appd
+from appd import ConfigurationError, SecureSocketAppService, command, generate_key
+from appd.transport.server import Request
+
+
+class Seedish(SecureSocketAppService):
+    @property
+    def host(self) -> str:
+        return "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return 9001
+
+    key = "qwertyuiasdfghjk"
+    username = "PowerService"
+    password = "PowerService"
+
+    @command
+    def poweron(self, outlet: int) -> str:
+        return f"on {outlet}"
+
+    @command("off")
+    def poweroff(self, outlet: int) -> str:
+        return f"off {outlet}"
+
+
+def test_apply_settings_overrides_a_read_only_property() -> None:
+    service = Seedish()
+    assert service.port == 9001
+    service.apply_settings({"port": 9100, "host": "0.0.0.0", "concurrency": 3})
+    assert (service.port, service.host, service.concurrency) == (9100, "0.0.0.0", 3)
+    assert Seedish().port == 9001  # only that instance changed
+    service.port = 9200  # plain assignment works as well
+    assert service.port == 9200
+
+
+def test_apply_settings_refuses_unknown_names_and_changes_nothing() -> None:
+    service = Seedish()
+    with pytest.raises(ConfigurationError, match="'prot'"):
+        service.apply_settings({"port": 1, "prot": 2})
+    assert service.port == 9001
+
+
+def test_server_settings_are_read_at_serve_time() -> None:
+    service = Seedish()
+    service.request_timeout = 3
+    assert service.server_settings().request_timeout == 3.0
+    service.concurrency = 0
+    with pytest.raises(ConfigurationError, match="concurrency"):
+        service.server_settings()
+
+
+def test_missing_key_and_users_are_configuration_errors() -> None:
+    class NoKey(SecureSocketAppService):
+        username, password = "u", "p"
+
+    with pytest.raises(ConfigurationError, match="no key"):
+        NoKey().server_settings()
+
+    class NoUsers(SecureSocketAppService):
+        key = "k" * 16
+
+    with pytest.raises(ConfigurationError, match="no users"):
+        NoUsers().server_settings()
+
+
+def test_secret_never_in_settings_repr() -> None:
+    text = repr(Seedish().server_settings())
+    assert "qwertyuiasdfghjk" not in text
+    assert "users" not in text  # the password table is left out
+
+
+def test_command_dispatch_by_name() -> None:
+    service = Seedish()
+    request = Request(1, "off", [2], {}, "PowerService", "unix")
+    assert service.process_request(request) == (["off 2"], {})
+    assert service.handle_request("poweron", 5) == (["on 5"], {})
+    with pytest.raises(appd.UnknownCommand):
+        service.handle_request("poweroff", 1)  # registered under "off"
+
+
+def test_generate_key_is_fresh_text_of_32_bytes() -> None:
+    first, second = generate_key(), generate_key()
+    assert isinstance(first, str) and first != second
+    import base64
+
+    assert len(base64.urlsafe_b64decode(first + "=")) == 32
+    appd.SecureSocketAppClient("h", 1, "u", "p", first)  # accepted as a key
