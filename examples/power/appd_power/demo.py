@@ -230,24 +230,29 @@ def run_demo(
     if clients < 1 or requests < 1:
         raise ConfigurationError("--clients and --requests must be at least 1")
     pids: list[int] = []
-    spawned = False
+    spawned = spawn_mode == "always"
     try:
-        if spawn_mode != "always":
+        if not spawned:
+            probe = PowerClient(host=host, port=port, connect_timeout=3)
             try:
-                PowerClient(host=host, port=port, connect_timeout=3).pdu_peak()
+                probe.pdu_peak()
             except ConnectFailed:
                 if spawn_mode == "never":
                     raise
                 spawned = True
-        if spawn_mode == "always" or spawned:
-            spawned = True
+            finally:
+                probe.close()
+        if spawned:
             pids, host, port = _spawn_services(service_log)
-        with PowerClient(host=host, port=port, timeout=60) as client:
+        client = PowerClient(host=host, port=port, timeout=60)
+        try:
             client.pdu_peak(reset=True)
             started = time.perf_counter()
             latencies, errors, messages = drive(host, port, clients, requests)
             elapsed = time.perf_counter() - started
             peak = client.pdu_peak()
+        finally:
+            client.close()
     finally:
         if pids:
             stop_processes(pids, grace=10)
