@@ -30,9 +30,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on appd/."""
+    """mypy --strict on appd/ and on the power example's package."""
     session.install(".[typecheck]")
-    session.run("mypy", "--strict", "appd")
+    session.run("mypy", "--strict", "appd", "examples/power/appd_power")
 
 
 @nox.session(python=PYTHON)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
+import importlib.util
 import os
 import signal
+import subprocess
+import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -96,3 +100,35 @@ def read_pid(path: str | os.PathLike[str]) -> int | None:
         return int(Path(path).read_text().strip())
     except (FileNotFoundError, ValueError):
         return None
+
+
+def pip(*args: str) -> None:
+    """Run pip quietly in the interpreter running the tests."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args],
+        check=True,
+        timeout=300,
+    )
+
+
+def build_wheel(source: Path, out: Path) -> Path:
+    """Build the wheel of the distribution in ``source`` into ``out``; the wheel's path."""
+    isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
+    pip("wheel", *isolation, "--no-deps", "-w", str(out), str(source))
+    [wheel] = out.glob("*.whl")
+    return wheel
+
+
+@contextlib.contextmanager
+def installed_wheel(wheel: Path, dist: str, package: str) -> Iterator[None]:
+    """Install ``wheel`` (no dependencies) for the ``with`` block; then uninstall ``dist`` and
+    forget every imported module of ``package``, so later tests see none of it."""
+    pip("install", "--no-deps", "--force-reinstall", str(wheel))
+    importlib.invalidate_caches()
+    try:
+        yield
+    finally:
+        pip("uninstall", "-y", dist)
+        importlib.invalidate_caches()
+        for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
+            del sys.modules[name]

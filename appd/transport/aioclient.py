@@ -12,7 +12,7 @@ import os
 from types import TracebackType
 from typing import Any
 
-from appd.errors import ConnectFailed, ConnectionLost, ProtocolError, RequestTimeout
+from appd.errors import ConnectFailed, ProtocolError
 from appd.transport.client import RECV_SIZE, ClientBase, single_result
 from appd.transport.protocol import FrameDecoder, Reply, Session, decode_reply
 
@@ -49,25 +49,9 @@ class AsyncSecureSocketAppClient(ClientBase):
     connection.
     """
 
-    def __init__(
-        self,
-        host: str | None,
-        port: int | None,
-        username: str,
-        password: str,
-        key: str | bytes,
-        *,
-        path: str | None = None,
-        timeout: float = 30,
-        connect_timeout: float = 5,
-    ) -> None:
-        super().__init__(
-            host, port, username, password, key,
-            path=path, timeout=timeout, connect_timeout=connect_timeout,
-        )
+    def _init_connection_state(self) -> None:
         self._conn: _AsyncConnection | None = None
         self._lock: asyncio.Lock | None = None
-        self._pid = os.getpid()
 
     async def _connect(self) -> _AsyncConnection:
         try:
@@ -90,8 +74,7 @@ class AsyncSecureSocketAppClient(ClientBase):
                 conn.session = handshake.on_auth_result(await conn.read_frame())
         except (TimeoutError, EOFError, OSError) as exc:
             conn.close()
-            what = "timed out" if isinstance(exc, TimeoutError) else "connection closed"
-            raise ConnectFailed(f"handshake with {self.address} failed: {what}") from None
+            raise self._handshake_failed(exc) from None
         except BaseException:
             conn.close()
             raise
@@ -112,7 +95,7 @@ class AsyncSecureSocketAppClient(ClientBase):
                 reply = await self._exchange(payload, reqcmd, last=attempt == 1)
                 if reply is not None:
                     return self._result(reply, request_id, reqcmd)
-        raise ConnectionLost(f"{self.address} kept closing the connection; request not sent")
+        raise self._kept_closing()
 
     async def _exchange(self, payload: bytes, reqcmd: str, last: bool) -> Reply | None:
         conn = self._conn
@@ -128,24 +111,17 @@ class AsyncSecureSocketAppClient(ClientBase):
         except OSError:
             self._drop()
             if last:
-                raise ConnectionLost(
-                    f"connection to {self.address} broke; request {reqcmd!r} was not sent"
-                ) from None
+                raise self._not_sent(reqcmd) from None
             return None
         try:
             async with asyncio.timeout(self.timeout):
                 reply = decode_reply(conn.session.open(await conn.read_frame()))
         except TimeoutError:
             self._drop()
-            raise RequestTimeout(
-                f"no reply to {reqcmd!r} from {self.address} within {self.timeout} s"
-            ) from None
+            raise self._timed_out(reqcmd) from None
         except (EOFError, OSError):
             self._drop()
-            raise ConnectionLost(
-                f"connection to {self.address} lost while {reqcmd!r} was pending; "
-                "it may or may not have run"
-            ) from None
+            raise self._lost(reqcmd) from None
         except (ProtocolError, asyncio.CancelledError):
             self._drop()  # a cancelled call leaves a reply in flight: never reuse the stream
             raise

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import select
 import socket
 import threading
 import time
@@ -43,7 +44,7 @@ from appd.transport.sockopts import set_kernel_timeouts, set_nodelay
 
 __all__ = ["ClientBase", "SecureSocketAppClient", "single_result"]
 
-RECV_SIZE = 256 * 1024
+RECV_SIZE = 64 * 1024
 
 
 class ClientBase:
@@ -60,7 +61,6 @@ class ClientBase:
         path: str | None = None,
         timeout: float = 30,
         connect_timeout: float = 5,
-        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
     ) -> None:
         if not path and (not host or port is None):
             raise ConfigurationError("a client needs host and port, or path")
@@ -74,8 +74,13 @@ class ClientBase:
         self._psk = key_bytes(key, owner="client")
         self.timeout = float(timeout)
         self.connect_timeout = float(connect_timeout)
-        self.max_frame_size = max_frame_size
+        self.max_frame_size = DEFAULT_MAX_FRAME_SIZE
         self._ids = itertools.count(1)
+        self._pid = os.getpid()
+        self._init_connection_state()
+
+    def _init_connection_state(self) -> None:
+        """Set up the I/O-specific state (called by the constructor)."""
 
     @property
     def address(self) -> str:
@@ -98,6 +103,29 @@ class ClientBase:
             return request_id, encode_request(request_id, reqcmd, args, kwargs)
         except (TypeError, ValueError, OverflowError) as exc:
             raise TypeError(f"the arguments of {reqcmd!r} cannot be serialized: {exc}") from None
+
+    def _not_sent(self, reqcmd: str) -> ConnectionLost:
+        return ConnectionLost(
+            f"connection to {self.address} broke; request {reqcmd!r} was not sent"
+        )
+
+    def _lost(self, reqcmd: str) -> ConnectionLost:
+        return ConnectionLost(
+            f"connection to {self.address} lost while {reqcmd!r} was pending; "
+            "it may or may not have run"
+        )
+
+    def _timed_out(self, reqcmd: str) -> RequestTimeout:
+        return RequestTimeout(
+            f"no reply to {reqcmd!r} from {self.address} within {self.timeout} s"
+        )
+
+    def _handshake_failed(self, exc: BaseException) -> ConnectFailed:
+        what = "timed out" if isinstance(exc, TimeoutError) else "connection closed"
+        return ConnectFailed(f"handshake with {self.address} failed: {what}")
+
+    def _kept_closing(self) -> ConnectionLost:
+        return ConnectionLost(f"{self.address} kept closing the connection; request not sent")
 
     def _result(self, reply: Reply, request_id: int, reqcmd: str) -> tuple[list[Any], dict[
         str, Any
@@ -136,6 +164,8 @@ class _Connection:
         self.sock = sock
         self.session = session
         self.decoder = FrameDecoder(max_frame_size)
+        self.poller = select.poll()
+        self.poller.register(sock, select.POLLIN)
 
     def read_frame(self, deadline: float) -> bytes:
         """The next frame body; TimeoutError past ``deadline``, EOFError if the peer closed."""
@@ -152,14 +182,9 @@ class _Connection:
         return body
 
     def peer_closed(self) -> bool:
-        """True when the service already closed (or said goodbye on) this idle connection."""
-        try:
-            self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError):
-            return False
-        except OSError:
-            pass
-        return True  # a goodbye frame, or end of file
+        """True when the service already closed (or said goodbye on) this idle connection:
+        anything readable before a request was sent is a goodbye frame or end of file."""
+        return bool(self.poller.poll(0))
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -205,25 +230,9 @@ class SecureSocketAppClient(ClientBase):
     """Calls a :class:`~appd.SecureSocketAppService`; see the module docstring for the
     guarantees.  ``timeout`` bounds each request, ``connect_timeout`` connect and handshake."""
 
-    def __init__(
-        self,
-        host: str | None,
-        port: int | None,
-        username: str,
-        password: str,
-        key: str | bytes,
-        *,
-        path: str | None = None,
-        timeout: float = 30,
-        connect_timeout: float = 5,
-    ) -> None:
-        super().__init__(
-            host, port, username, password, key,
-            path=path, timeout=timeout, connect_timeout=connect_timeout,
-        )
+    def _init_connection_state(self) -> None:
         self._lock = threading.Lock()
         self._conn: _Connection | None = None
-        self._pid = os.getpid()
         _clients.add(self)
 
     def _forget_parent_connection(self) -> None:
@@ -246,8 +255,7 @@ class SecureSocketAppClient(ClientBase):
             set_kernel_timeouts(sock, self.timeout, self.timeout)
         except (TimeoutError, EOFError, OSError) as exc:
             conn.close()
-            what = "timed out" if isinstance(exc, TimeoutError) else "connection closed"
-            raise ConnectFailed(f"handshake with {self.address} failed: {what}") from None
+            raise self._handshake_failed(exc) from None
         except BaseException:
             conn.close()
             raise
@@ -269,7 +277,7 @@ class SecureSocketAppClient(ClientBase):
                 reply = self._exchange(payload, request_id, reqcmd, last=attempt == 1)
                 if reply is not None:
                     return self._result(reply, request_id, reqcmd)
-        raise ConnectionLost(f"{self.address} kept closing the connection; request not sent")
+        raise self._kept_closing()
 
     def _exchange(self, payload: bytes, request_id: int, reqcmd: str, last: bool) -> Reply | None:
         """One attempt; None when the request provably did not reach a handler (retry)."""
@@ -286,23 +294,16 @@ class SecureSocketAppClient(ClientBase):
         except OSError:
             self._drop()  # an incomplete frame is never processed: safe to try again
             if last:
-                raise ConnectionLost(
-                    f"connection to {self.address} broke; request {reqcmd!r} was not sent"
-                ) from None
+                raise self._not_sent(reqcmd) from None
             return None
         try:
             reply = decode_reply(conn.session.open(conn.read_frame(deadline)))
         except TimeoutError:
             self._drop()
-            raise RequestTimeout(
-                f"no reply to {reqcmd!r} from {self.address} within {self.timeout} s"
-            ) from None
+            raise self._timed_out(reqcmd) from None
         except (EOFError, OSError):
             self._drop()
-            raise ConnectionLost(
-                f"connection to {self.address} lost while {reqcmd!r} was pending; "
-                "it may or may not have run"
-            ) from None
+            raise self._lost(reqcmd) from None
         except ProtocolError:
             self._drop()
             raise

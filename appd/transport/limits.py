@@ -7,13 +7,11 @@ that thread may run its handler now, may wait in the queue, or must answer "serv
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
-from typing import Any
 
 from appd.errors import ServiceBusy
 
-__all__ = ["InFlight", "Limiter", "Watchdog"]
+__all__ = ["Limiter", "Watchdog"]
 
 
 class Limiter:
@@ -31,13 +29,14 @@ class Limiter:
         self._max_queue = max_queue
         self._queue_timeout = queue_timeout
         self._on_release = on_release
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self.running = 0
         self.waiting = 0
 
     def acquire(self) -> None:
         """Take a slot, waiting in the queue if allowed; :class:`ServiceBusy` otherwise."""
-        with self._cond:
+        with self._lock:
             if self.running < self._slots:
                 self.running += 1
                 return
@@ -59,36 +58,24 @@ class Limiter:
 
     def release(self) -> None:
         """Give a slot back (and count the request as served)."""
-        with self._cond:
+        with self._lock:
             self.running -= 1
             if self._on_release is not None:
                 self._on_release()
-            self._cond.notify()
-
-
-class InFlight:
-    """One request being handled, as the watchdog sees it."""
-
-    __slots__ = ("abandoned", "deadline", "on_expire")
-
-    def __init__(self, deadline: float, on_expire: Callable[[], None]) -> None:
-        self.deadline = deadline
-        self.on_expire = on_expire
-        self.abandoned = False
+            if self.waiting:  # notify() is costly; skip it when nobody waits
+                self._cond.notify()
 
 
 class Watchdog:
-    """Abandons requests whose handler runs past the deadline.
+    """Calls ``check`` every ``interval`` seconds in a thread of its own.
 
-    A Python thread cannot be killed, so an overrunning handler keeps running; the watchdog
-    answers its client with a timeout error, closes that connection and gives the handler's slot
-    back, so the service goes on serving.  One thread for the whole server, not one per request.
+    One thread for the whole server, not a timer per request: the per-request cost is only
+    storing a deadline that ``check`` compares with the clock.
     """
 
-    def __init__(self, interval: float = 0.05) -> None:
+    def __init__(self, check: Callable[[], None], interval: float = 0.05) -> None:
+        self._check = check
         self._interval = interval
-        self._lock = threading.Lock()
-        self._entries: dict[int, InFlight] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -104,37 +91,11 @@ class Watchdog:
         if self._thread is not None:
             self._thread.join()
 
-    def track(self, timeout: float, on_expire: Callable[[], None]) -> InFlight:
-        """Start watching a request; ``on_expire`` runs (in the watchdog) if it overruns."""
-        entry = InFlight(time.monotonic() + timeout, on_expire)
-        with self._lock:
-            self._entries[id(entry)] = entry
-        return entry
-
-    def finish(self, entry: InFlight) -> bool:
-        """Stop watching; False when the watchdog already abandoned the request."""
-        with self._lock:
-            self._entries.pop(id(entry), None)
-            return not entry.abandoned
-
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
-            now = time.monotonic()
-            expired: list[InFlight] = []
-            with self._lock:
-                for key, entry in list(self._entries.items()):
-                    if entry.deadline <= now:
-                        entry.abandoned = True
-                        del self._entries[key]
-                        expired.append(entry)
-            for entry in expired:
-                _call_quietly(entry.on_expire)
+            try:
+                self._check()
+            except Exception:  # the watchdog must survive whatever goes wrong in one check
+                from appd.logging import get_logger
 
-
-def _call_quietly(func: Callable[[], Any]) -> None:
-    try:
-        func()
-    except Exception:  # the watchdog must survive whatever a callback does
-        from appd.logging import get_logger
-
-        get_logger("appd.transport").exception("watchdog callback failed")
+                get_logger("appd.transport").exception("request deadline check failed")

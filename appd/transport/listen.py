@@ -7,6 +7,7 @@ import errno
 import os
 import socket
 import stat
+from typing import Any
 
 from appd.errors import AddressInUse, ConfigurationError
 
@@ -42,22 +43,19 @@ def bind_listener(name: str, host: str | None, port: int | None, path: str | Non
         raise ConfigurationError(f"service {name!r}: cannot resolve {address}: {exc}") from None
     family, kind, proto, _, sockaddr = infos[0]
     sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(sockaddr)
-        sock.listen(LISTEN_BACKLOG)
-    except OSError as exc:
-        sock.close()
-        raise _bind_error(name, address, exc) from None
-    return sock
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    return _listen(sock, sockaddr, name, address)
 
 
 def _bind_unix(name: str, path: str) -> socket.socket:
-    address = format_address(None, None, path)
     _remove_stale_unix_socket(name, path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    return _listen(sock, path, name, format_address(None, None, path))
+
+
+def _listen(sock: socket.socket, sockaddr: Any, name: str, address: str) -> socket.socket:
     try:
-        sock.bind(path)
+        sock.bind(sockaddr)
         sock.listen(LISTEN_BACKLOG)
     except OSError as exc:
         sock.close()

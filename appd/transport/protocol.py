@@ -317,7 +317,7 @@ class BadRequest(ProtocolError):
         self.request_id = request_id
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestBody:
     """A decoded request body."""
 
@@ -327,7 +327,7 @@ class RequestBody:
     kwargs: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Reply:
     """A decoded reply: either results or an error, or the service's notice that it closes."""
 

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from appd.errors import ProtocolError, RequestTimeout, ServiceBusy
 from appd.logging import get_logger
-from appd.transport.limits import InFlight, Limiter, Watchdog
+from appd.transport.limits import Limiter, Watchdog
 from appd.transport.protocol import (
     BadRequest,
     FrameDecoder,
@@ -45,10 +45,10 @@ ACCEPT_TICK = 0.05
 #: How often an idle connection thread wakes to check for shutdown and the idle timeout.
 CONNECTION_TICK = 0.25
 #: Bytes asked of the kernel per receive.
-RECV_SIZE = 256 * 1024
+RECV_SIZE = 64 * 1024
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Request:
     """One authenticated request, as handlers and plugins (``appd_request``) see it."""
 
@@ -133,7 +133,14 @@ class SecureSocketServer:
         self.limiter = Limiter(
             settings.concurrency, settings.max_queue, settings.queue_timeout, self._count
         )
-        self.watchdog = Watchdog() if settings.request_timeout else None
+        self.watchdog = Watchdog(self._check_deadlines) if settings.request_timeout else None
+
+    def _check_deadlines(self) -> None:
+        now = time.monotonic()
+        with self._conn_lock:
+            conns = list(self._connections)
+        for conn in conns:
+            conn.expire_if_overdue(now)
 
     def _count(self) -> None:
         self.target.requests_served += 1
@@ -323,6 +330,10 @@ class _Connection:
         self.decoder.feed(buffered)
         self.send_lock = threading.Lock()
         self.closed = False
+        #: When the running request's handler is due (0.0: none running); the watchdog reads it.
+        self.deadline = 0.0
+        self.request: Request | None = None
+        self.abandoned = False
         self.thread = threading.Thread(
             target=self._run, name=f"appd-conn-{peer}", daemon=True
         )
@@ -391,15 +402,17 @@ class _Connection:
         except ServiceBusy as exc:
             self._send(encode_error(request.id, "busy", "ServiceBusy", str(exc)))
             return
-        entry: InFlight | None = None
-        if server.watchdog is not None and server.settings.request_timeout:
-            entry = server.watchdog.track(
-                server.settings.request_timeout, lambda: self._expire(request)
-            )
+        timeout = server.settings.request_timeout
+        if server.watchdog is not None and timeout:
+            self.request = request
+            self.deadline = time.monotonic() + timeout
+        reply = b""
         try:
             reply = self._run_handler(request)
         finally:
-            owned = entry is None or server.watchdog is None or server.watchdog.finish(entry)
+            with self.send_lock:
+                owned = not self.abandoned
+                self.deadline = 0.0
             if owned:
                 server.limiter.release()
         if owned:
@@ -431,24 +444,39 @@ class _Connection:
                 f"the result of {request.cmd!r} cannot be serialized: {exc}",
             )
 
-    def _expire(self, request: Request) -> None:
-        """Watchdog callback: the handler overran ``request_timeout``."""
+    def expire_if_overdue(self, now: float) -> None:
+        """Watchdog: abandon the running request if it overran ``request_timeout``.
+
+        Python cannot kill the handler's thread; its client gets a timeout error, its slot is
+        given back and its connection closed, so the service goes on serving.
+        """
+        if not (0.0 < self.deadline <= now):
+            return
         timeout = self.server.settings.request_timeout
+        with self.send_lock:
+            if self.abandoned or self.deadline == 0.0 or self.request is None:
+                return
+            self.abandoned = True
+            request = self.request
+            with contextlib.suppress(OSError):
+                if not self.closed:
+                    self.sock.sendall(
+                        self.session.seal_frame(
+                            encode_error(
+                                request.id,
+                                "timeout",
+                                "RequestTimeout",
+                                f"handler for {request.cmd!r} ran past request_timeout "
+                                f"({timeout} s)",
+                            )
+                        )
+                    )
         log.error(
             "handler ran past request_timeout; abandoning it and closing the connection",
             service=self.server.settings.name, cmd=request.cmd, peer=self.peer,
             request_timeout=timeout,
         )
         self.server.limiter.release()
-        with contextlib.suppress(OSError):
-            self._send(
-                encode_error(
-                    request.id,
-                    "timeout",
-                    "RequestTimeout",
-                    f"handler for {request.cmd!r} ran past request_timeout ({timeout} s)",
-                )
-            )
         self.abort()
 
     def _send(self, plaintext: bytes) -> None:
@@ -470,6 +498,10 @@ class _Connection:
 
 def _split_result(result: Any) -> tuple[list[Any], dict[str, Any]]:
     """Check the ``(res_args, res_kwargs)`` shape a handler must return."""
+    if type(result) is tuple and len(result) == 2:  # the common case, checked cheaply
+        res_args, res_kwargs = result
+        if type(res_args) is list and type(res_kwargs) is dict:
+            return res_args, res_kwargs
     if not isinstance(result, Sequence) or isinstance(result, str | bytes) or len(result) != 2:
         raise TypeError(
             f"handle_request must return (res_args, res_kwargs), got {type(result).__name__}"

@@ -23,6 +23,7 @@ TESTS_DIR = Path(__file__).resolve().parent.parent
 SERVICES_PY = textwrap.dedent(
     """
     import os
+    import time
 
     from appd import AppServiceBase, SecureSocketAppService
 
@@ -39,6 +40,9 @@ SERVICES_PY = textwrap.dedent(
                 return list(args), dict(kwargs)
             if reqcmd == "pid":
                 return [os.getpid()], {}
+            if reqcmd == "slow":
+                time.sleep(args[0])
+                return ["done"], {}
             raise ValueError(f"unknown command {reqcmd!r}")
 
 
@@ -385,3 +389,29 @@ def test_call_failure_exits_1_with_the_remote_error(project: Project) -> None:
     missing = project.appd("call", "ghost", "echo")
     assert missing.returncode == 1
     assert "ghost" in missing.stderr
+
+
+def test_sigterm_lets_in_flight_requests_finish(project: Project) -> None:
+    assert project.appd("start").returncode == 0
+    replies: list[Any] = []
+    errors: list[BaseException] = []
+
+    def slow_call() -> None:
+        try:
+            with project.client() as client:
+                replies.append(client.send_request("slow", 1.5))
+        except BaseException as exc:  # the test asserts there is none
+            errors.append(exc)
+
+    caller = threading.Thread(target=slow_call)
+    caller.start()
+    wait_for(
+        lambda: project.hook_calls("appd_request"), message="the slow request to be in flight"
+    )
+    guardian = read_pid(project.pid_file)
+    assert guardian is not None
+    os.kill(guardian, signal.SIGTERM)
+    caller.join(timeout=20)
+    assert errors == []
+    assert replies == [(["done"], {})]
+    wait_for(lambda: not project.pid_file.exists(), message="the daemon to stop")

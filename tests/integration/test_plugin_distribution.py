@@ -7,8 +7,6 @@ no other test discovers its services or its deliberately broken plugins.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import inspect
 import json
 import os
@@ -20,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
+from support import build_wheel, installed_wheel
 
 from appd import discover_services, get_plugin_manager, hookspecs, load_hooks
 from appd.listing import list_plugins, list_services
@@ -98,14 +97,6 @@ MODULES = {
 }
 
 
-def _pip(*args: str) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args],
-        check=True,
-        timeout=300,
-    )
-
-
 @pytest.fixture(scope="session")
 def demo_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Build the throwaway distribution once per session; the wheel's path."""
@@ -114,25 +105,14 @@ def demo_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (source / PACKAGE).mkdir()
     for name, text in MODULES.items():
         (source / PACKAGE / name).write_text(textwrap.dedent(text))
-    out = tmp_path_factory.mktemp("demo-wheel")
-    isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
-    _pip("wheel", *isolation, "--no-deps", "-w", str(out), str(source))
-    [wheel] = out.glob("*.whl")
-    return wheel
+    return build_wheel(source, tmp_path_factory.mktemp("demo-wheel"))
 
 
 @pytest.fixture(scope="module", autouse=True)
 def installed(demo_wheel: Path) -> Iterator[None]:
     """Install the distribution for this module's tests; uninstall it afterwards."""
-    _pip("install", "--no-deps", "--force-reinstall", str(demo_wheel))
-    importlib.invalidate_caches()
-    try:
+    with installed_wheel(demo_wheel, DIST, PACKAGE):
         yield
-    finally:
-        _pip("uninstall", "-y", DIST)
-        importlib.invalidate_caches()
-        for name in [m for m in sys.modules if m == PACKAGE or m.startswith(PACKAGE + ".")]:
-            del sys.modules[name]
 
 
 @pytest.fixture

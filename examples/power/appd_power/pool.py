@@ -1,0 +1,236 @@
+"""A bounded pool of PDU connections, shared by the threads of one power service process.
+
+At most ``size`` connections are ever open at once.  They are opened lazily, on first need,
+in the process that uses the pool (create the pool in the service's ``setup()``, after fork,
+never at import).  A thread that finds every connection in use waits for one to come back, for
+at most ``acquire_timeout`` seconds.  A connection the device closed (idle timeout, device
+restart) is noticed, dropped and replaced by a fresh one; the device's commands are idempotent,
+so a command cut off by a broken connection is sent once more on a fresh one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Final
+
+from appd_power.errors import PduBusy, PduError, PduUnavailable, PoolTimeout
+
+__all__ = ["PduConnection", "PduPool"]
+
+#: Pause between attempts when the device answers ``ERR busy`` (its sessions from a previous
+#: process may take a moment to close).
+BUSY_RETRY_SECONDS: Final = 0.05
+
+
+class PduConnection:
+    """One session with the PDU: send a command line, read its one-line reply."""
+
+    def __init__(self, sock: socket.socket, address: str) -> None:
+        self.sock = sock
+        self.address = address
+        self._reader = sock.makefile("rb")
+
+    @classmethod
+    def open(cls, host: str, port: int, *, timeout: float = 5.0) -> PduConnection:
+        """Connect and read the greeting; :class:`PduUnavailable` when refused or busy."""
+        address = f"{host}:{port}"
+        try:
+            sock = socket.create_connection((host, port), timeout=timeout)
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise PduUnavailable(f"cannot connect to the PDU at {address}: {reason}") from None
+        conn = cls(sock, address)
+        try:
+            hello = conn._read_line()
+        except PduUnavailable:
+            conn.close()
+            raise
+        if not hello.startswith("HELLO PDU"):
+            conn.close()
+            if hello == "ERR busy":
+                raise PduBusy(f"the PDU at {address} is busy (all its sessions are in use)")
+            raise PduUnavailable(f"the PDU at {address} greeted with {hello[:64]!r}")
+        return conn
+
+    def _read_line(self) -> str:
+        try:
+            line = self._reader.readline(1024)
+        except OSError as exc:
+            raise PduUnavailable(f"the PDU at {self.address} did not answer: {exc}") from None
+        if not line.endswith(b"\n"):
+            raise PduUnavailable(f"the PDU at {self.address} closed the connection")
+        return line.decode("ascii", "replace").strip()
+
+    def request(self, line: str) -> str:
+        """Send one command; the reply after ``OK `` (:class:`PduError` for ``ERR``, and
+        :class:`PduUnavailable` when the connection broke)."""
+        try:
+            self.sock.sendall(f"{line}\n".encode("ascii"))
+        except OSError as exc:
+            raise PduUnavailable(f"sending to the PDU at {self.address} failed: {exc}") from None
+        reply = self._read_line()
+        if reply.startswith("OK"):
+            return reply[3:]
+        if reply.startswith("ERR ") and reply not in ("ERR busy", "ERR idle timeout"):
+            raise PduError(f"the PDU refused {line!r}: {reply[4:]}")
+        raise PduUnavailable(f"the PDU at {self.address} ended the session: {reply[:64]!r}")
+
+    def peer_closed(self) -> bool:
+        """True when the device closed, or spoke unasked on, this idle connection."""
+        timeout = self.sock.gettimeout()
+        try:
+            self.sock.setblocking(False)  # with a timeout set, recv would wait for data
+            self.sock.recv(1, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                self.sock.settimeout(timeout)
+        return True
+
+    def close(self) -> None:
+        """Close the session (the device counts it out)."""
+        with contextlib.suppress(OSError):
+            self._reader.close()
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+class PduPool:
+    """At most ``size`` connections to the PDU at ``host:port``, shared by threads.
+
+    :param acquire_timeout: seconds to wait for a free connection (:class:`PoolTimeout` after).
+    :param io_timeout: seconds to connect, and to wait for each reply.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        size: int = 5,
+        *,
+        acquire_timeout: float = 10.0,
+        io_timeout: float = 5.0,
+    ) -> None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"the pool size must be an integer >= 1, not {size!r}")
+        self.host = host
+        self.port = port
+        self.size = size
+        self.acquire_timeout = float(acquire_timeout)
+        self.io_timeout = float(io_timeout)
+        self._idle: list[PduConnection] = []
+        self._open = 0  # idle + in use + being opened
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<PduPool {self.host}:{self.port} open={self._open}/{self.size}>"
+
+    @property
+    def open_connections(self) -> int:
+        """Connections open (or being opened) now."""
+        return self._open
+
+    def request(self, line: str) -> str:
+        """Send one command on a pooled connection and return the reply after ``OK ``.
+
+        A connection found broken is replaced and the command sent once more (every PDU
+        command is idempotent).
+        """
+        deadline = time.monotonic() + self.acquire_timeout
+        for attempt in range(2):
+            conn = self._acquire(deadline)
+            try:
+                reply = conn.request(line)
+            except PduUnavailable:
+                self._release(conn, broken=True)
+                if attempt == 1:
+                    raise
+                continue
+            except PduError:
+                self._release(conn, broken=False)  # a refused command leaves the session good
+                raise
+            except BaseException:
+                self._release(conn, broken=True)  # interrupted mid-exchange: state unknown
+                raise
+            self._release(conn, broken=False)
+            return reply
+        raise AssertionError("unreachable")
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[PduConnection]:
+        """Hold one connection for several commands; it is dropped if it broke meanwhile."""
+        conn = self._acquire(time.monotonic() + self.acquire_timeout)
+        broken = True
+        try:
+            yield conn
+            broken = False
+        except PduError:
+            broken = False
+            raise
+        finally:
+            self._release(conn, broken=broken)
+
+    def close(self) -> None:
+        """Close the idle connections now, and every other one as it comes back."""
+        with self._cond:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._open -= len(idle)
+            self._cond.notify_all()
+        for conn in idle:
+            conn.close()
+
+    def _acquire(self, deadline: float) -> PduConnection:
+        while True:
+            with self._cond:
+                conn = self._take_or_reserve(deadline)
+            if conn is not None:
+                if not conn.peer_closed():
+                    return conn
+                self._release(conn, broken=True)
+                continue
+            try:
+                return PduConnection.open(self.host, self.port, timeout=self.io_timeout)
+            except PduUnavailable as exc:
+                with self._cond:
+                    self._open -= 1
+                    self._cond.notify()
+                if not isinstance(exc, PduBusy) or time.monotonic() + BUSY_RETRY_SECONDS > deadline:
+                    raise
+                time.sleep(BUSY_RETRY_SECONDS)
+
+    def _take_or_reserve(self, deadline: float) -> PduConnection | None:
+        """Under the lock: an idle connection, or None having reserved a slot to open one."""
+        while True:
+            if self._closed:
+                raise PduUnavailable("the PDU pool is closed")
+            if self._idle:
+                return self._idle.pop()
+            if self._open < self.size:
+                self._open += 1
+                return None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise PoolTimeout(
+                    f"no PDU connection became free within {self.acquire_timeout} s "
+                    f"({self.size} in use)"
+                )
+            self._cond.wait(remaining)
+
+    def _release(self, conn: PduConnection, *, broken: bool) -> None:
+        with self._cond:
+            if broken or self._closed:
+                self._open -= 1
+            else:
+                self._idle.append(conn)
+            self._cond.notify()
+        if broken or self._closed:
+            conn.close()
