@@ -1,0 +1,1 @@
+"""A minimal Django site that switches PDU outlets through appd's power service."""
