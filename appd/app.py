@@ -73,13 +73,16 @@ def config_source(source: ConfigSource) -> Iterator[None]:
         _source = previous
 
 
-def load(config_path: str | None) -> tuple[AppdConfig, Hooks]:
+def load(
+    config_path: str | None, *, source: ConfigSource | None = None
+) -> tuple[AppdConfig, Hooks]:
     """Read the configuration, build the plugin manager (entry points and the configuration's
     ``plugins``), let ``appd_configure`` adjust the settings, and validate them.
 
-    Without ``config_path``, an installed :class:`ConfigSource` is asked first.
+    :param source: where the configuration comes from when ``config_path`` is None, and
+        plugins to register (default: the one :func:`config_source` installed, if any).
     """
-    source = _source
+    source = source if source is not None else _source
     raw = None if source is None or config_path is not None else source.read()
     if raw is None:
         raw = read_config(config_path)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import descendants, kill_pids, pid_alive, read_pid, wait_for
+from support import descendants, free_port, kill_pids, pid_alive, read_pid, wait_for
 
 TESTS_DIR = Path(__file__).resolve().parent.parent
 
@@ -55,13 +55,6 @@ SERVICES_PY = textwrap.dedent(
         pass
     """
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import descendants, kill_pids, pid_alive, read_pid, wait_for
+from support import descendants, free_port, kill_pids, pid_alive, read_pid, wait_for
 
 pytest.importorskip("django")
 
@@ -142,13 +141,6 @@ def echo(request, word):
     res_args, res_kwargs = service_client("echo").send_request("echo", word, via="view")
     return JsonResponse({"args": res_args, "kwargs": res_kwargs})
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

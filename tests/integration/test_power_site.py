@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -22,7 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import build_wheel, descendants, installed_wheel, kill_pids, pid_alive, wait_for
+from support import (
+    build_wheel,
+    descendants,
+    free_port,
+    installed_wheel,
+    kill_pids,
+    pid_alive,
+    wait_for,
+)
 
 pytest.importorskip("django")
 
@@ -56,13 +63,6 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     with installed_wheel(build_wheel(source, tmp_path_factory.mktemp("wheel")),
                          "appd-power-plugin", "appd_power"):
         yield
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

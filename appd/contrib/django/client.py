@@ -31,11 +31,10 @@ def service_client(name: str, *, timeout: float = 30.0) -> SecureSocketAppClient
     with _lock:
         client = _clients.get(name)
         if client is None:
-            from appd.app import client_for, config_source, load
+            from appd.app import client_for, load
             from appd.contrib.django.config import django_config_source
 
-            with config_source(django_config_source()):
-                config, hooks = load(None)
+            config, hooks = load(None, source=django_config_source())
             made: SecureSocketAppClient = client_for(config, hooks, name, timeout=timeout)
             _clients[name] = client = made
         return client
