@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -169,6 +170,8 @@ def run_supervisor(config: AppdConfig, hooks: Hooks, *, hold_pid_file: bool) -> 
     _configure_logging_for(config, "supervisor")
     status_file = status_path_for(config.pid_file)
     status_file.parent.mkdir(parents=True, exist_ok=True)
+    config.run_dir.mkdir(parents=True, exist_ok=True)
+    os.chdir(config.run_dir)
     pid_file = PidFile(config.pid_file) if hold_pid_file else None
     try:
         if pid_file is not None:
@@ -220,6 +223,7 @@ def start_daemonized(config: AppdConfig, *, config_path: str | None, timeout: fl
     status_file.unlink(missing_ok=True)
     config.log_file.parent.mkdir(parents=True, exist_ok=True)
     config.pid_file.parent.mkdir(parents=True, exist_ok=True)
+    config.run_dir.mkdir(parents=True, exist_ok=True)
     result, pid = start_daemon(
         pid_filename=str(config.pid_file),
         daemon_entry="appd.app:daemon_main",
@@ -229,6 +233,7 @@ def start_daemonized(config: AppdConfig, *, config_path: str | None, timeout: fl
         stdout_filename=str(config.log_file),
         stderr_filename=str(config.log_file),
         grace_period=_longest_grace(config) + 5.0,
+        working_directory=str(config.run_dir),
     )
     if result is DaemonRunStatus.ALREADY_RUNNING:
         raise AppdError(f"appd is already running (pid {pid}, pid file {config.pid_file})")

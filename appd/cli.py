@@ -18,6 +18,7 @@ from typing import Any, Final
 
 from appd.config import AppdConfig
 from appd.errors import AppdError
+from appd.logging import configure_logging
 from appd.plugins import Hooks, load_hooks
 
 __all__ = ["EXIT_ERROR", "EXIT_NOT_RUNNING", "EXIT_OK", "EXIT_USAGE", "main"]
@@ -92,6 +93,9 @@ def main(argv: Sequence[str] | None = None, *, hooks: Hooks | None = None) -> in
     :param hooks: the plugin facade (built from installed plugins when omitted); plugins add
         their own subcommands through it.
     """
+    # Warnings (a plugin that failed to load, secrets readable by others) go to standard error,
+    # never into the output of `appd call` or `appd status --json`; `appd run` reconfigures.
+    configure_logging("cli", stream=sys.stderr, level="WARNING")
     parser = build_parser(hooks if hooks is not None else load_hooks())
     args = parser.parse_args(argv)
     handler: Command | None = getattr(args, "handler", None)

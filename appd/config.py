@@ -99,7 +99,8 @@ class AppdConfig:
     :ivar log_file: where a daemonized supervisor and its services write their logs.
     :ivar log_format: ``auto`` (JSON unless on a terminal), ``json`` or ``console``.
     :ivar log_level: the lowest level logged.
-    :ivar run_dir: the directory for runtime state (status files, Unix sockets by default).
+    :ivar run_dir: the supervisor's working directory (so its services' too), and the directory
+        relative ``pid_file`` and ``log_file`` paths are taken from.
     :ivar enabled: names of the services to run (``None``: every discovered service).
     :ivar modules: modules whose service classes are added to discovery.
     :ivar paths: directories whose ``services.py`` (or ``*/services.py``) files are discovered.
@@ -369,8 +370,10 @@ def parse_config(
             unknown[0], f"unknown setting (known: {', '.join(sorted(_GLOBAL_KEYS))})"
         )
 
+    run_dir = (base_dir / top.string("run_dir", ".")).resolve()
+
     def path_of(key: str, default: str) -> Path:
-        return (base_dir / top.string(key, default)).resolve()
+        return (run_dir / top.string(key, default)).resolve()
 
     services_table = data.get("services", {})
     if not isinstance(services_table, Mapping):
@@ -388,7 +391,7 @@ def parse_config(
         log_file=path_of("log_file", "appd.log"),
         log_format=top.choice("log_format", "auto", _LOG_FORMATS),
         log_level=top.choice("log_level", "info", _LOG_LEVELS),
-        run_dir=path_of("run_dir", "."),
+        run_dir=run_dir,
         enabled=top.strings("enabled"),
         modules=top.strings("modules") or (),
         paths=tuple((base_dir / p).resolve() for p in paths),

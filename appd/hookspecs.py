@@ -11,7 +11,7 @@ to ``processes - 1``); it stays the same when the process at that index is resta
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import pluggy
@@ -56,15 +56,18 @@ class RequestHandler(Protocol):
 
 
 @hookspec(historic=True)
-def appd_configure(config: Any) -> None:
-    """Adjust the configuration before any service starts.
+def appd_configure(config: MutableMapping[str, Any]) -> None:
+    """Adjust the configuration after it is read and before it is validated.
 
     Historic: a plugin registered after the call is still called with the same ``config``, so
     every plugin sees it exactly once whenever it arrives.
 
-    :param config: the loaded configuration (global settings, and a table per service that
-        overrides the service class's own attributes).  It may hold secrets: never log it
-        whole.
+    :param config: the settings table as read from ``appd.toml`` (or ``[tool.appd]``, or
+        ``settings.APPD``): global settings, and ``config["services"][name]`` tables that
+        override each service class's own attributes.  Change it in place; the result is then
+        validated like the file itself.  Top-level keys a plugin adds for its own use are kept
+        (``AppdConfig.extra``) rather than rejected.  ``env:``/``file:`` references are not
+        resolved yet.  It may hold secrets: never log it whole.
     """
 
 

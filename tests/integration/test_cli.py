@@ -408,3 +408,13 @@ def test_sigterm_lets_in_flight_requests_finish(project: Project) -> None:
     assert errors == []
     assert replies == [(["done"], {})]
     wait_for(lambda: not project.pid_file.exists(), message="the daemon to stop")
+
+
+def test_literal_secrets_readable_by_others_warn_on_stderr_only(project: Project) -> None:
+    project.write_config('password = "a literal password"\n')
+    (project.root / "appd.toml").chmod(0o644)
+    listed = project.appd("list")
+    assert listed.returncode == 0
+    assert "services.echo.password" in listed.stderr
+    assert "a literal password" not in listed.stderr + listed.stdout
+    assert listed.stdout.startswith("NAME")

@@ -99,3 +99,11 @@ def test_literal_secret_in_world_readable_file_warns_without_the_secret(in_tmp: 
     with capture_logs() as logs:
         load_config()
     assert not [e for e in logs if e["log_level"] == "warning"]
+
+
+def test_pid_and_log_files_are_relative_to_run_dir(in_tmp: Path) -> None:
+    (in_tmp / "appd.toml").write_text('run_dir = "var"\nlog_file = "logs/appd.log"\n')
+    config = load_config()
+    assert config.run_dir == in_tmp / "var"
+    assert config.pid_file == in_tmp / "var" / "appd.pid"
+    assert config.log_file == in_tmp / "var" / "logs" / "appd.log"
