@@ -25,10 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from appd.config import AppdConfig, ServiceConfig
-from appd.errors import AppdError
 from appd.logging import get_logger
 from appd.plugins import Hooks
-from appd.runtime import quit_requested, request_quit
+from appd.runtime import quit_requested
 from appd.runtime.process import ExitInfo, reap, spawn, stop_processes
 from appd.runtime.restart import RestartTracker
 from appd.runtime.signals import install_quit_handlers
@@ -448,12 +447,3 @@ def _set_process_title(title: str) -> None:
     except ImportError:
         return
     setproctitle.setproctitle(title)
-
-
-def request_stop() -> None:
-    """Ask the supervisor in this process to stop, as SIGTERM would."""
-    request_quit()
-
-
-class SupervisorError(AppdError):
-    """The supervisor could not start its services."""
