@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -82,9 +83,17 @@ _pack_header = HEADER.pack
 _unpack_header = HEADER.unpack_from
 
 
+#: One msgpack Packer per thread, reused: ``msgpack.packb`` builds a new one for every call.
+_packers = threading.local()
+
+
 def pack(obj: Any) -> bytes:
     """msgpack with bin and str kept apart; raises TypeError for what msgpack cannot encode."""
-    data: bytes = msgpack.packb(obj, use_bin_type=True)
+    try:
+        packer = _packers.packer
+    except AttributeError:
+        packer = _packers.packer = msgpack.Packer(use_bin_type=True)
+    data: bytes = packer.pack(obj)  # resets its buffer after each call, even a failed one
     return data
 
 
@@ -127,6 +136,16 @@ class FrameDecoder:
         data = bytes(self._buf)
         self._buf.clear()
         return data
+
+    def push(self, data: bytes) -> bytes | None:
+        """:meth:`feed` then :meth:`next_frame`, without copying ``data`` into the buffer when
+        it is exactly one whole frame and nothing is pending (the common case)."""
+        if not self._buf and len(data) > 4:
+            (length,) = _unpack_header(data)
+            if length + 4 == len(data) and length <= self.max_frame_size:
+                return data[4:]
+        self._buf += data
+        return self.next_frame()
 
     def next_frame(self) -> bytes | None:
         """The next complete body, or None until more bytes arrive."""
@@ -317,14 +336,8 @@ class BadRequest(ProtocolError):
         self.request_id = request_id
 
 
-@dataclass(slots=True)
-class RequestBody:
-    """A decoded request body."""
-
-    id: int
-    cmd: str
-    args: list[Any]
-    kwargs: dict[str, Any]
+#: A decoded request body: ``(id, cmd, args, kwargs)``.
+RequestBody = tuple[int, str, list[Any], dict[str, Any]]
 
 
 @dataclass(slots=True)
@@ -349,21 +362,22 @@ def encode_request(
 
 
 def decode_request(plaintext: bytes) -> RequestBody:
-    """The request in a body; :class:`BadRequest` when it is malformed."""
+    """The request in a body, as ``(id, cmd, args, kwargs)``; :class:`BadRequest` when it is
+    malformed.  (msgpack yields exact built-in types, so exact type checks suffice.)"""
     msg = unpack(plaintext)
-    if not isinstance(msg, dict):
+    if type(msg) is not dict:
         raise BadRequest("request is not a map", None)
     request_id = msg.get("id")
-    if not isinstance(request_id, int) or isinstance(request_id, bool):
+    if type(request_id) is not int:
         raise BadRequest("request has no integer id", None)
     cmd, args, kwargs = msg.get("cmd"), msg.get("args", []), msg.get("kwargs", {})
-    if not isinstance(cmd, str):
+    if type(cmd) is not str:
         raise BadRequest("request has no command name", request_id)
-    if not isinstance(args, list):
+    if type(args) is not list:
         raise BadRequest("request args is not a list", request_id)
-    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+    if type(kwargs) is not dict or (kwargs and not all(type(k) is str for k in kwargs)):
         raise BadRequest("request kwargs is not a map of names", request_id)
-    return RequestBody(request_id, cmd, args, kwargs)
+    return request_id, cmd, args, kwargs
 
 
 def encode_reply(request_id: int, args: list[Any], kwargs: Mapping[str, Any]) -> bytes:

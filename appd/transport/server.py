@@ -334,6 +334,13 @@ class _Connection:
         self.deadline = 0.0
         self.request: Request | None = None
         self.abandoned = False
+        # Looked up once per connection rather than once per request.
+        self.open = session.open
+        self.seal_frame = session.seal_frame
+        self.limiter = server.limiter
+        self.process_request = server.target.process_request
+        #: Seconds a handler may run (0.0: unwatched).
+        self.timeout = (server.settings.request_timeout or 0.0) if server.watchdog else 0.0
         self.thread = threading.Thread(
             target=self._run, name=f"appd-conn-{peer}", daemon=True
         )
@@ -348,29 +355,32 @@ class _Connection:
 
     def _run(self) -> None:
         settings = self.server.settings
+        decoder, recv, stopping = self.decoder, self.sock.recv, self.server.stopping
+        serve, monotonic = self._serve_frame, time.monotonic
         try:
-            last_activity = time.monotonic()
+            last_activity = monotonic()
             while not self.closed:
-                body = self.decoder.next_frame()
-                if body is not None:
-                    self._serve_frame(body)
-                    last_activity = time.monotonic()
-                    continue
-                if self.server.stopping.is_set() and not self.decoder.pending():
-                    self._send(encode_bye("shutdown"))
-                    return
-                try:
-                    data = self.sock.recv(RECV_SIZE)
-                except (BlockingIOError, InterruptedError):
-                    idle = time.monotonic() - last_activity
-                    if settings.idle_timeout and idle >= settings.idle_timeout:
-                        if not self.decoder.pending():
-                            self._send(encode_bye("idle"))
+                body = decoder.next_frame()
+                if body is None:
+                    if stopping.is_set() and not decoder.pending():
+                        self._send(encode_bye("shutdown"))
                         return
-                    continue
-                if not data:
-                    return
-                self.decoder.feed(data)
+                    try:
+                        data = recv(RECV_SIZE)
+                    except (BlockingIOError, InterruptedError):
+                        idle = monotonic() - last_activity
+                        if settings.idle_timeout and idle >= settings.idle_timeout:
+                            if not decoder.pending():
+                                self._send(encode_bye("idle"))
+                            return
+                        continue
+                    if not data:
+                        return
+                    body = decoder.push(data)
+                    if body is None:
+                        continue
+                serve(body)
+                last_activity = monotonic()
         except ProtocolError as exc:
             log.warning(
                 "closing connection: protocol violation",
@@ -385,27 +395,24 @@ class _Connection:
             self.server.forget(self)
 
     def _serve_frame(self, body: bytes) -> None:
-        plaintext = self.session.open(body)  # raises before anything runs if it fails
+        plaintext = self.open(body)  # raises before anything runs if it fails
         try:
-            message = decode_request(plaintext)
+            request_id, cmd, args, kwargs = decode_request(plaintext)
         except BadRequest as exc:
             if exc.request_id is None:
                 raise
             self._send(encode_error(exc.request_id, "bad_request", "ProtocolError", str(exc)))
             return
-        request = Request(
-            message.id, message.cmd, message.args, message.kwargs, self.username, self.peer
-        )
-        server = self.server
+        request = Request(request_id, cmd, args, kwargs, self.username, self.peer)
+        limiter = self.limiter
         try:
-            server.limiter.acquire()
+            limiter.acquire()
         except ServiceBusy as exc:
-            self._send(encode_error(request.id, "busy", "ServiceBusy", str(exc)))
+            self._send(encode_error(request_id, "busy", "ServiceBusy", str(exc)))
             return
-        timeout = server.settings.request_timeout
-        if server.watchdog is not None and timeout:
+        if self.timeout:
             self.request = request
-            self.deadline = time.monotonic() + timeout
+            self.deadline = time.monotonic() + self.timeout
         reply = b""
         try:
             reply = self._run_handler(request)
@@ -413,29 +420,33 @@ class _Connection:
             with self.send_lock:
                 owned = not self.abandoned
                 self.deadline = 0.0
-            if owned:
-                server.limiter.release()
-        if owned:
-            self._send(reply)
+                if owned:
+                    limiter.release()
+                    if not self.closed:
+                        self.sock.sendall(self.seal_frame(reply))
 
     def _run_handler(self, request: Request) -> bytes:
-        name = self.server.settings.name
         try:
-            result = self.server.target.process_request(request)
+            result = self.process_request(request)
         except RequestTimeout as exc:
             return encode_error(request.id, "timeout", "RequestTimeout", str(exc))
         except Exception as exc:
             log.warning(
-                "handler raised", service=name, cmd=request.cmd, peer=self.peer,
-                error_type=type(exc).__name__, exc_info=True,
+                "handler raised", service=self.server.settings.name, cmd=request.cmd,
+                peer=self.peer, error_type=type(exc).__name__, exc_info=True,
             )
             return encode_error(request.id, "handler", type(exc).__name__, str(exc))
         try:
+            if type(result) is tuple and len(result) == 2:  # the common case, checked cheaply
+                res_args, res_kwargs = result
+                if type(res_args) is list and type(res_kwargs) is dict:
+                    return encode_reply(request.id, res_args, res_kwargs)
             res_args, res_kwargs = _split_result(result)
             return encode_reply(request.id, res_args, res_kwargs)
         except (TypeError, ValueError, OverflowError) as exc:
             log.warning(
-                "handler result cannot be sent", service=name, cmd=request.cmd, error=str(exc)
+                "handler result cannot be sent", service=self.server.settings.name,
+                cmd=request.cmd, error=str(exc),
             )
             return encode_error(
                 request.id,
@@ -498,10 +509,6 @@ class _Connection:
 
 def _split_result(result: Any) -> tuple[list[Any], dict[str, Any]]:
     """Check the ``(res_args, res_kwargs)`` shape a handler must return."""
-    if type(result) is tuple and len(result) == 2:  # the common case, checked cheaply
-        res_args, res_kwargs = result
-        if type(res_args) is list and type(res_kwargs) is dict:
-            return res_args, res_kwargs
     if not isinstance(result, Sequence) or isinstance(result, str | bytes) or len(result) != 2:
         raise TypeError(
             f"handle_request must return (res_args, res_kwargs), got {type(result).__name__}"
