@@ -404,20 +404,20 @@ def encode_bye(reason: str) -> bytes:
 def decode_reply(plaintext: bytes) -> Reply:
     """The reply in a body; :class:`ProtocolError` when it is malformed."""
     msg = unpack(plaintext)
-    if not isinstance(msg, dict):
+    if type(msg) is not dict:
         raise ProtocolError("reply is not a map")
     if "bye" in msg:
         return Reply(None, False, [], {}, bye=str(msg["bye"]))
     request_id = msg.get("id")
-    if request_id is not None and not isinstance(request_id, int):
+    if type(request_id) is not int and request_id is not None:
         raise ProtocolError("reply id is not an integer")
     if msg.get("ok") is True:
         args, kwargs = msg.get("args", []), msg.get("kwargs", {})
-        if not isinstance(args, list) or not isinstance(kwargs, dict):
+        if type(args) is not list or type(kwargs) is not dict:
             raise ProtocolError("reply results are malformed")
         return Reply(request_id, True, args, kwargs)
     error = msg.get("error")
-    if not isinstance(error, dict):
+    if type(error) is not dict:
         raise ProtocolError("error reply without an error")
     return Reply(
         request_id,
