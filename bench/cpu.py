@@ -12,7 +12,6 @@ Run: ``python bench/cpu.py [-n CALLS] [--only NAME ...] [--clients K]``.
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import os
 import sys
 import time
@@ -45,30 +44,15 @@ def _client(make: Any, address: Any, n: int, start: Any, out: Any, cpu: int | No
 
 def measure(name: str, n: int, clients: int, cpu: int | None) -> tuple[float, float, float]:
     """(client CPU µs per call, server CPU µs per call, wall µs per call)."""
-    ctx = mp.get_context("fork")
-    serve, make = run.MECHANISMS[name]
-    ready = ctx.Queue()
-    server = ctx.Process(target=run._server_main, args=(serve, ready, cpu), daemon=True)
-    server.start()
-    try:
-        address = ready.get(timeout=30)
-        start, out = ctx.Barrier(clients + 1), ctx.Queue()
-        procs = [
-            ctx.Process(target=_client, args=(make, address, n, start, out, cpu))
-            for _ in range(clients)
-        ]
-        for proc in procs:
-            proc.start()
-        start.wait()
+    make = run.MECHANISMS[name][1]
+    with run.running_server(name, cpu) as (address, server):
+        procs, out = run.start_clients(_client, make, address, n, clients, cpu)
         server_before, wall = _cpu_of(server.pid or 0), time.perf_counter()
         client_cpu = sum(out.get(timeout=600) for _ in procs)
         wall = time.perf_counter() - wall
         server_cpu = _cpu_of(server.pid or 0) - server_before
         for proc in procs:
             proc.join()
-    finally:
-        server.terminate()
-        server.join(5)
     total = n * clients
     return client_cpu / total * 1e6, server_cpu / total * 1e6, wall / total * 1e6
 
