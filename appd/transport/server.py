@@ -34,6 +34,7 @@ from appd.transport.protocol import (
     encode_error,
     encode_reply,
 )
+from appd.transport.serving_loop import ServingLoop
 from appd.transport.sockopts import set_kernel_timeouts, set_nodelay
 
 __all__ = ["Request", "RequestTarget", "SecureSocketServer", "ServerSettings", "peer_name"]
@@ -129,14 +130,23 @@ class SecureSocketServer:
         self._pending: OrderedDict[int, _Pending] = OrderedDict()
         self._connections: set[_Connection] = set()
         self._conn_lock = threading.Lock()
+        #: Notified whenever a connection ends (shutdown waits on it).
+        self._conn_ended = threading.Condition(self._conn_lock)
         self.stopping = threading.Event()
         self.limiter = Limiter(
             settings.concurrency, settings.max_queue, settings.queue_timeout, self._count
         )
-        self.watchdog = Watchdog(self._check_deadlines) if settings.request_timeout else None
+        #: With one handler at a time, one thread serves every connection (see serving_loop).
+        self.loop = ServingLoop() if settings.concurrency == 1 else None
+        watched = settings.request_timeout or self.loop is not None
+        self.watchdog = Watchdog(self._check_deadlines) if watched else None
 
     def _check_deadlines(self) -> None:
         now = time.monotonic()
+        if self.loop is not None:
+            self.loop.check(now)
+        if not self.settings.request_timeout:
+            return
         with self._conn_lock:
             conns = list(self._connections)
         for conn in conns:
@@ -279,12 +289,10 @@ class SecureSocketServer:
 
     def _drain(self) -> None:
         self.stopping.set()
-        deadline = time.monotonic() + self.settings.shutdown_grace
-        with self._conn_lock:
-            conns = list(self._connections)
-        for conn in conns:
-            conn.thread.join(max(0.0, deadline - time.monotonic()))
-        with self._conn_lock:
+        with self._conn_ended:
+            self._conn_ended.wait_for(
+                lambda: not self._connections, self.settings.shutdown_grace
+            )
             left = list(self._connections)
         for conn in left:
             log.warning(
@@ -292,13 +300,16 @@ class SecureSocketServer:
                 service=self.settings.name, peer=conn.peer,
             )
             conn.abort()
+        if self.loop is not None:
+            self.loop.stop()
         if self.watchdog is not None:
             self.watchdog.stop()
 
     def forget(self, conn: _Connection) -> None:
-        """Called by a connection thread as it ends."""
+        """Called as a connection ends."""
         with self._conn_lock:
             self._connections.discard(conn)
+            self._conn_ended.notify_all()
 
 
 def _send_small(sock: socket.socket, frame: bytes) -> bool:
@@ -340,18 +351,72 @@ class _Connection:
         self.limiter = server.limiter
         self.process_request = server.target.process_request
         #: Seconds a handler may run (0.0: unwatched).
-        self.timeout = (server.settings.request_timeout or 0.0) if server.watchdog else 0.0
-        self.thread = threading.Thread(
-            target=self._run, name=f"appd-conn-{peer}", daemon=True
-        )
+        self.timeout = server.settings.request_timeout or 0.0
+        self.loop = server.loop
+        #: When the last request was served (the serving loop's idle check reads it).
+        self.last_activity = time.monotonic()
 
     def start(self) -> None:
-        """Switch the socket to blocking with a receive tick, and start serving."""
+        """Switch the socket to blocking with a receive tick, and start serving: from the
+        server's loop, or from a thread of the connection's own."""
         # The receive wakes every tick to notice shutdown and the idle timeout.
         set_kernel_timeouts(
             self.sock, CONNECTION_TICK, self.server.settings.request_timeout or 60.0
         )
-        self.thread.start()
+        if self.loop is not None:
+            self.loop.add(self)
+        else:
+            threading.Thread(target=self._run, name=f"appd-conn-{self.peer}", daemon=True).start()
+
+    def on_readable(self) -> None:
+        """Serving loop: read what arrived, serve each whole request in it; close the
+        connection on end of file or a protocol violation."""
+        try:
+            data = self.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+            if not data:
+                self.close()
+                return
+            body = self.decoder.push(data)
+            while body is not None and not self.closed:
+                self._serve_frame(body)
+                body = self.decoder.next_frame()
+        except (BlockingIOError, InterruptedError):
+            return
+        except (ProtocolError, OSError) as exc:
+            self._log_end(exc)
+            self.close()
+            return
+        self.last_activity = time.monotonic()
+
+    def sweep(self, now: float) -> None:
+        """Serving loop: say goodbye to a connection idle past ``idle_timeout``, or to every
+        idle one when the server is stopping."""
+        idle_timeout = self.server.settings.idle_timeout
+        if self.server.stopping.is_set():
+            reason = "shutdown"
+        elif idle_timeout and now - self.last_activity >= idle_timeout:
+            reason = "idle"
+        else:
+            return
+        if not self.decoder.pending():
+            with contextlib.suppress(OSError):
+                self._send(encode_bye(reason))
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection and tell the server it ended."""
+        self.abort()
+        self.server.forget(self)
+
+    def _log_end(self, exc: ProtocolError | OSError) -> None:
+        name = self.server.settings.name
+        if isinstance(exc, ProtocolError):
+            log.warning(
+                "closing connection: protocol violation",
+                service=name, peer=self.peer, error=str(exc),
+            )
+        else:
+            log.info("connection lost", service=name, peer=self.peer, error=str(exc))
 
     def _run(self) -> None:
         settings = self.server.settings
@@ -381,18 +446,10 @@ class _Connection:
                         continue
                 serve(body)
                 last_activity = monotonic()
-        except ProtocolError as exc:
-            log.warning(
-                "closing connection: protocol violation",
-                service=settings.name, peer=self.peer, error=str(exc),
-            )
-        except OSError as exc:
-            log.info(
-                "connection lost", service=settings.name, peer=self.peer, error=str(exc)
-            )
+        except (ProtocolError, OSError) as exc:
+            self._log_end(exc)
         finally:
-            self.abort()
-            self.server.forget(self)
+            self.close()
 
     def _serve_frame(self, body: bytes) -> None:
         plaintext = self.open(body)  # raises before anything runs if it fails
@@ -488,7 +545,7 @@ class _Connection:
             request_timeout=timeout,
         )
         self.server.limiter.release()
-        self.abort()
+        self.close()
 
     def _send(self, plaintext: bytes) -> None:
         with self.send_lock:
@@ -502,6 +559,8 @@ class _Connection:
             if self.closed:
                 return
             self.closed = True
+        if self.loop is not None:
+            self.loop.remove(self)  # before close: the descriptor may be reused at once
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
