@@ -2,11 +2,13 @@
 
 Design (measured; see docs/performance.md): one thread runs a selector over the listening socket
 and every connection still in its handshake, so a thousand silent or slow connections cost file
-descriptors, not threads.  An authenticated connection gets a thread of its own, and that thread
-reads a request, runs the handler *itself* and writes the reply: the common path never hands a
-request from one thread to another.  A :class:`~appd.transport.limits.Limiter` bounds how many
-handlers run at once (``concurrency``) and how many wait; a single watchdog thread enforces
-``request_timeout``.
+descriptors, not threads.  Once authenticated, a request is served by the thread that read it,
+which runs the handler *itself* and writes the reply: the common path never hands a request from
+one thread to another.  With ``concurrency = 1`` one thread serves every authenticated connection
+(:mod:`appd.transport.serving_loop`); otherwise each has a thread of its own.  A
+:class:`~appd.transport.limits.Limiter` bounds how many handlers run at once (``concurrency``)
+and how many wait; a single watchdog thread enforces ``request_timeout`` (and hands the serving
+loop on when one request holds it).
 """
 
 from __future__ import annotations
