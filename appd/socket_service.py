@@ -31,6 +31,10 @@ log = get_logger("appd.service")
 F = TypeVar("F", bound=Callable[..., Any])
 
 _COMMAND_ATTR = "__appd_command__"
+#: Result types that cannot be awaitable: skips ``inspect.isawaitable`` for the usual replies.
+_NEVER_AWAITABLE: frozenset[type] = frozenset(
+    {type(None), bool, int, float, str, bytes, list, dict, tuple}
+)
 
 
 @overload
@@ -132,7 +136,7 @@ class SecureSocketAppService(AppServiceBase):
         if attr is None:
             raise UnknownCommand(f"service {self.name!r} has no command {reqcmd!r}")
         value = getattr(self, attr)(*args, **kwargs)
-        if inspect.isawaitable(value):
+        if type(value) not in _NEVER_AWAITABLE and inspect.isawaitable(value):
             return _wrap_single(value)
         return [value], {}
 
@@ -140,7 +144,7 @@ class SecureSocketAppService(AppServiceBase):
         """The one seam every request passes through (plugins wrap it); runs
         :meth:`handle_request` and waits for it when it is asynchronous."""
         result = self.handle_request(request.cmd, *request.args, **request.kwargs)
-        if inspect.isawaitable(result):
+        if type(result) is not tuple and inspect.isawaitable(result):
             if self._loop_thread is None:
                 self._loop_thread = LoopThread()
             result = self._loop_thread.run(result, self.request_timeout)

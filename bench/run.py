@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing as mp
 import os
 import signal
@@ -22,7 +23,7 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Client as MpClient
 from multiprocessing.connection import Listener as MpListener
 from typing import Any
@@ -242,15 +243,49 @@ def _client_main(
     out.put(_timed_calls(make(address), n, start))
 
 
-def measure(name: str, n: int, clients: int, cpu: int | None) -> tuple[float, float, float]:
-    """(requests per second, p50 µs, p99 µs) for one mechanism and one configuration."""
+@contextlib.contextmanager
+def running_server(name: str, cpu: int | None) -> Iterator[tuple[Any, mp.process.BaseProcess]]:
+    """Start ``name``'s server in a process of its own (pinned to ``cpu`` if given); yield its
+    address and process; terminate it on exit."""
     ctx = mp.get_context("fork")
-    serve, make = MECHANISMS[name]
     ready = ctx.Queue()
-    server = ctx.Process(target=_server_main, args=(serve, ready, cpu), daemon=True)
+    server = ctx.Process(
+        target=_server_main, args=(MECHANISMS[name][0], ready, cpu), daemon=True
+    )
     server.start()
     try:
-        address = ready.get(timeout=30)
+        yield ready.get(timeout=30), server
+    finally:
+        server.terminate()
+        server.join(5)
+        if server.is_alive():
+            server.kill()
+            server.join()
+
+
+def start_clients(
+    target: Callable[..., None], make: Callable[[Any], Call], address: Any, n: int, clients: int,
+    cpu: int | None,
+) -> tuple[list[mp.process.BaseProcess], Any]:
+    """Start ``clients`` processes running ``target(make, address, n, start, out, cpu)``; return
+    once every one has warmed up (they pass the ``start`` barrier together, with the caller),
+    with the processes and the queue they report on."""
+    ctx = mp.get_context("fork")
+    start, out = ctx.Barrier(clients + 1), ctx.Queue()
+    procs = [
+        ctx.Process(target=target, args=(make, address, n, start, out, cpu))
+        for _ in range(clients)
+    ]
+    for proc in procs:
+        proc.start()
+    start.wait()
+    return procs, out
+
+
+def measure(name: str, n: int, clients: int, cpu: int | None) -> tuple[float, float, float]:
+    """(requests per second, p50 µs, p99 µs) for one mechanism and one configuration."""
+    make = MECHANISMS[name][1]
+    with running_server(name, cpu) as (address, _):
         if clients == 1:
             _pin(cpu)
             latencies = _timed_calls(make(address), n)
@@ -258,14 +293,7 @@ def measure(name: str, n: int, clients: int, cpu: int | None) -> tuple[float, fl
             total = n
             os.sched_setaffinity(0, range(os.cpu_count() or 1))
         else:
-            start, out = ctx.Barrier(clients + 1), ctx.Queue()
-            procs = [
-                ctx.Process(target=_client_main, args=(make, address, n, start, out, cpu))
-                for _ in range(clients)
-            ]
-            for proc in procs:
-                proc.start()
-            start.wait()
+            procs, out = start_clients(_client_main, make, address, n, clients, cpu)
             started = time.perf_counter()
             latencies = []
             for _ in procs:
@@ -274,12 +302,6 @@ def measure(name: str, n: int, clients: int, cpu: int | None) -> tuple[float, fl
             total = n * clients
             for proc in procs:
                 proc.join()
-    finally:
-        server.terminate()
-        server.join(5)
-        if server.is_alive():
-            server.kill()
-            server.join()
     latencies.sort()
     p50 = statistics.median(latencies) / 1000
     p99 = latencies[int(len(latencies) * 0.99) - 1] / 1000

@@ -169,7 +169,9 @@ class _Connection:
 
     def read_frame(self, deadline: float) -> bytes:
         """The next frame body; TimeoutError past ``deadline``, EOFError if the peer closed."""
-        while (body := self.decoder.next_frame()) is None:
+        decoder = self.decoder
+        body = decoder.next_frame()
+        while body is None:
             if time.monotonic() >= deadline:
                 raise TimeoutError
             try:
@@ -178,7 +180,7 @@ class _Connection:
                 raise TimeoutError from None
             if not data:
                 raise EOFError
-            self.decoder.feed(data)
+            body = decoder.push(data)
         return body
 
     def peer_closed(self) -> bool:

@@ -2,11 +2,13 @@
 
 Design (measured; see docs/performance.md): one thread runs a selector over the listening socket
 and every connection still in its handshake, so a thousand silent or slow connections cost file
-descriptors, not threads.  An authenticated connection gets a thread of its own, and that thread
-reads a request, runs the handler *itself* and writes the reply: the common path never hands a
-request from one thread to another.  A :class:`~appd.transport.limits.Limiter` bounds how many
-handlers run at once (``concurrency``) and how many wait; a single watchdog thread enforces
-``request_timeout``.
+descriptors, not threads.  Once authenticated, a request is served by the thread that read it,
+which runs the handler *itself* and writes the reply: the common path never hands a request from
+one thread to another.  With ``concurrency = 1`` one thread serves every authenticated connection
+(:mod:`appd.transport.serving_loop`); otherwise each has a thread of its own.  A
+:class:`~appd.transport.limits.Limiter` bounds how many handlers run at once (``concurrency``)
+and how many wait; a single watchdog thread enforces ``request_timeout`` (and hands the serving
+loop on when one request holds it).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from appd.transport.protocol import (
     encode_error,
     encode_reply,
 )
+from appd.transport.serving_loop import ServingLoop
 from appd.transport.sockopts import set_kernel_timeouts, set_nodelay
 
 __all__ = ["Request", "RequestTarget", "SecureSocketServer", "ServerSettings", "peer_name"]
@@ -129,14 +132,23 @@ class SecureSocketServer:
         self._pending: OrderedDict[int, _Pending] = OrderedDict()
         self._connections: set[_Connection] = set()
         self._conn_lock = threading.Lock()
+        #: Notified whenever a connection ends (shutdown waits on it).
+        self._conn_ended = threading.Condition(self._conn_lock)
         self.stopping = threading.Event()
         self.limiter = Limiter(
             settings.concurrency, settings.max_queue, settings.queue_timeout, self._count
         )
-        self.watchdog = Watchdog(self._check_deadlines) if settings.request_timeout else None
+        #: With one handler at a time, one thread serves every connection (see serving_loop).
+        self.loop = ServingLoop() if settings.concurrency == 1 else None
+        watched = settings.request_timeout or self.loop is not None
+        self.watchdog = Watchdog(self._check_deadlines) if watched else None
 
     def _check_deadlines(self) -> None:
         now = time.monotonic()
+        if self.loop is not None:
+            self.loop.check(now)
+        if not self.settings.request_timeout:
+            return
         with self._conn_lock:
             conns = list(self._connections)
         for conn in conns:
@@ -279,12 +291,10 @@ class SecureSocketServer:
 
     def _drain(self) -> None:
         self.stopping.set()
-        deadline = time.monotonic() + self.settings.shutdown_grace
-        with self._conn_lock:
-            conns = list(self._connections)
-        for conn in conns:
-            conn.thread.join(max(0.0, deadline - time.monotonic()))
-        with self._conn_lock:
+        with self._conn_ended:
+            self._conn_ended.wait_for(
+                lambda: not self._connections, self.settings.shutdown_grace
+            )
             left = list(self._connections)
         for conn in left:
             log.warning(
@@ -292,13 +302,16 @@ class SecureSocketServer:
                 service=self.settings.name, peer=conn.peer,
             )
             conn.abort()
+        if self.loop is not None:
+            self.loop.stop()
         if self.watchdog is not None:
             self.watchdog.stop()
 
     def forget(self, conn: _Connection) -> None:
-        """Called by a connection thread as it ends."""
+        """Called as a connection ends."""
         with self._conn_lock:
             self._connections.discard(conn)
+            self._conn_ended.notify_all()
 
 
 def _send_small(sock: socket.socket, frame: bytes) -> bool:
@@ -334,78 +347,131 @@ class _Connection:
         self.deadline = 0.0
         self.request: Request | None = None
         self.abandoned = False
-        self.thread = threading.Thread(
-            target=self._run, name=f"appd-conn-{peer}", daemon=True
-        )
+        # Looked up once per connection rather than once per request.
+        self.open = session.open
+        self.seal_frame = session.seal_frame
+        self.limiter = server.limiter
+        self.process_request = server.target.process_request
+        #: Seconds a handler may run (0.0: unwatched).
+        self.timeout = server.settings.request_timeout or 0.0
+        self.loop = server.loop
+        #: When the last request was served (the serving loop's idle check reads it).
+        self.last_activity = time.monotonic()
 
     def start(self) -> None:
-        """Switch the socket to blocking with a receive tick, and start serving."""
+        """Switch the socket to blocking with a receive tick, and start serving: from the
+        server's loop, or from a thread of the connection's own."""
         # The receive wakes every tick to notice shutdown and the idle timeout.
         set_kernel_timeouts(
             self.sock, CONNECTION_TICK, self.server.settings.request_timeout or 60.0
         )
-        self.thread.start()
+        if self.loop is not None:
+            self.loop.add(self)
+        else:
+            threading.Thread(target=self._run, name=f"appd-conn-{self.peer}", daemon=True).start()
+
+    def on_readable(self) -> None:
+        """Serving loop: read what arrived, serve each whole request in it; close the
+        connection on end of file or a protocol violation."""
+        try:
+            data = self.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
+            if not data:
+                self.close()
+                return
+            body = self.decoder.push(data)
+            while body is not None and not self.closed:
+                self._serve_frame(body)
+                body = self.decoder.next_frame()
+        except (BlockingIOError, InterruptedError):
+            return
+        except (ProtocolError, OSError) as exc:
+            self._log_end(exc)
+            self.close()
+            return
+        self.last_activity = time.monotonic()
+
+    def sweep(self, now: float) -> None:
+        """Serving loop: say goodbye to a connection idle past ``idle_timeout``, or to every
+        idle one when the server is stopping."""
+        idle_timeout = self.server.settings.idle_timeout
+        if self.server.stopping.is_set():
+            reason = "shutdown"
+        elif idle_timeout and now - self.last_activity >= idle_timeout:
+            reason = "idle"
+        else:
+            return
+        if not self.decoder.pending():
+            with contextlib.suppress(OSError):
+                self._send(encode_bye(reason))
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection and tell the server it ended."""
+        self.abort()
+        self.server.forget(self)
+
+    def _log_end(self, exc: ProtocolError | OSError) -> None:
+        name = self.server.settings.name
+        if isinstance(exc, ProtocolError):
+            log.warning(
+                "closing connection: protocol violation",
+                service=name, peer=self.peer, error=str(exc),
+            )
+        else:
+            log.info("connection lost", service=name, peer=self.peer, error=str(exc))
 
     def _run(self) -> None:
         settings = self.server.settings
+        decoder, recv, stopping = self.decoder, self.sock.recv, self.server.stopping
+        serve, monotonic = self._serve_frame, time.monotonic
         try:
-            last_activity = time.monotonic()
+            last_activity = monotonic()
             while not self.closed:
-                body = self.decoder.next_frame()
-                if body is not None:
-                    self._serve_frame(body)
-                    last_activity = time.monotonic()
-                    continue
-                if self.server.stopping.is_set() and not self.decoder.pending():
-                    self._send(encode_bye("shutdown"))
-                    return
-                try:
-                    data = self.sock.recv(RECV_SIZE)
-                except (BlockingIOError, InterruptedError):
-                    idle = time.monotonic() - last_activity
-                    if settings.idle_timeout and idle >= settings.idle_timeout:
-                        if not self.decoder.pending():
-                            self._send(encode_bye("idle"))
+                body = decoder.next_frame()
+                if body is None:
+                    if stopping.is_set() and not decoder.pending():
+                        self._send(encode_bye("shutdown"))
                         return
-                    continue
-                if not data:
-                    return
-                self.decoder.feed(data)
-        except ProtocolError as exc:
-            log.warning(
-                "closing connection: protocol violation",
-                service=settings.name, peer=self.peer, error=str(exc),
-            )
-        except OSError as exc:
-            log.info(
-                "connection lost", service=settings.name, peer=self.peer, error=str(exc)
-            )
+                    try:
+                        data = recv(RECV_SIZE)
+                    except (BlockingIOError, InterruptedError):
+                        idle = monotonic() - last_activity
+                        if settings.idle_timeout and idle >= settings.idle_timeout:
+                            if not decoder.pending():
+                                self._send(encode_bye("idle"))
+                            return
+                        continue
+                    if not data:
+                        return
+                    body = decoder.push(data)
+                    if body is None:
+                        continue
+                serve(body)
+                last_activity = monotonic()
+        except (ProtocolError, OSError) as exc:
+            self._log_end(exc)
         finally:
-            self.abort()
-            self.server.forget(self)
+            self.close()
 
     def _serve_frame(self, body: bytes) -> None:
-        plaintext = self.session.open(body)  # raises before anything runs if it fails
+        plaintext = self.open(body)  # raises before anything runs if it fails
         try:
-            message = decode_request(plaintext)
+            request_id, cmd, args, kwargs = decode_request(plaintext)
         except BadRequest as exc:
             if exc.request_id is None:
                 raise
             self._send(encode_error(exc.request_id, "bad_request", "ProtocolError", str(exc)))
             return
-        request = Request(
-            message.id, message.cmd, message.args, message.kwargs, self.username, self.peer
-        )
-        server = self.server
+        request = Request(request_id, cmd, args, kwargs, self.username, self.peer)
+        limiter = self.limiter
         try:
-            server.limiter.acquire()
+            limiter.acquire()
         except ServiceBusy as exc:
-            self._send(encode_error(request.id, "busy", "ServiceBusy", str(exc)))
+            self._send(encode_error(request_id, "busy", "ServiceBusy", str(exc)))
             return
-        timeout = server.settings.request_timeout
-        if server.watchdog is not None and timeout:
+        if self.timeout:
             self.request = request
-            self.deadline = time.monotonic() + timeout
+            self.deadline = time.monotonic() + self.timeout
         reply = b""
         try:
             reply = self._run_handler(request)
@@ -413,29 +479,33 @@ class _Connection:
             with self.send_lock:
                 owned = not self.abandoned
                 self.deadline = 0.0
-            if owned:
-                server.limiter.release()
-        if owned:
-            self._send(reply)
+                if owned:
+                    limiter.release()
+                    if not self.closed:
+                        self.sock.sendall(self.seal_frame(reply))
 
     def _run_handler(self, request: Request) -> bytes:
-        name = self.server.settings.name
         try:
-            result = self.server.target.process_request(request)
+            result = self.process_request(request)
         except RequestTimeout as exc:
             return encode_error(request.id, "timeout", "RequestTimeout", str(exc))
         except Exception as exc:
             log.warning(
-                "handler raised", service=name, cmd=request.cmd, peer=self.peer,
-                error_type=type(exc).__name__, exc_info=True,
+                "handler raised", service=self.server.settings.name, cmd=request.cmd,
+                peer=self.peer, error_type=type(exc).__name__, exc_info=True,
             )
             return encode_error(request.id, "handler", type(exc).__name__, str(exc))
         try:
+            if type(result) is tuple and len(result) == 2:  # the common case, checked cheaply
+                res_args, res_kwargs = result
+                if type(res_args) is list and type(res_kwargs) is dict:
+                    return encode_reply(request.id, res_args, res_kwargs)
             res_args, res_kwargs = _split_result(result)
             return encode_reply(request.id, res_args, res_kwargs)
         except (TypeError, ValueError, OverflowError) as exc:
             log.warning(
-                "handler result cannot be sent", service=name, cmd=request.cmd, error=str(exc)
+                "handler result cannot be sent", service=self.server.settings.name,
+                cmd=request.cmd, error=str(exc),
             )
             return encode_error(
                 request.id,
@@ -477,7 +547,7 @@ class _Connection:
             request_timeout=timeout,
         )
         self.server.limiter.release()
-        self.abort()
+        self.close()
 
     def _send(self, plaintext: bytes) -> None:
         with self.send_lock:
@@ -491,6 +561,8 @@ class _Connection:
             if self.closed:
                 return
             self.closed = True
+        if self.loop is not None:
+            self.loop.remove(self)  # before close: the descriptor may be reused at once
         with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
@@ -498,10 +570,6 @@ class _Connection:
 
 def _split_result(result: Any) -> tuple[list[Any], dict[str, Any]]:
     """Check the ``(res_args, res_kwargs)`` shape a handler must return."""
-    if type(result) is tuple and len(result) == 2:  # the common case, checked cheaply
-        res_args, res_kwargs = result
-        if type(res_args) is list and type(res_kwargs) is dict:
-            return res_args, res_kwargs
     if not isinstance(result, Sequence) or isinstance(result, str | bytes) or len(result) != 2:
         raise TypeError(
             f"handle_request must return (res_args, res_kwargs), got {type(result).__name__}"

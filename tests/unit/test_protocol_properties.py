@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import hmac
+import random
 
 import pytest
+from Crypto.Cipher import AES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from appd.errors import AuthenticationFailed, ProtocolError
-from appd.transport.crypto import Opener, Sealer, derive_session_keys
+from appd.transport.crypto import KEYSTREAM_CHUNK, Opener, Sealer, derive_session_keys
 from appd.transport.protocol import (
     ClientHandshake,
     FrameDecoder,
@@ -36,15 +39,21 @@ def _chunks(data: bytes, cuts: list[int]) -> list[bytes]:
 
 @given(bodies, st.lists(st.integers(min_value=0), max_size=20))
 def test_frames_survive_any_chunking(frames: list[bytes], cuts: list[int]) -> None:
+    """Fed piece by piece, or pushed (the fast path for a lone whole frame): same frames."""
     stream = b"".join(encode_frame(body) for body in frames)
-    decoder = FrameDecoder()
-    out: list[bytes] = []
+    fed, pushed = FrameDecoder(), FrameDecoder()
+    out_fed: list[bytes] = []
+    out_pushed: list[bytes] = []
     for piece in _chunks(stream, cuts):
-        decoder.feed(piece)
-        while (body := decoder.next_frame()) is not None:
-            out.append(body)
-    assert out == frames
-    assert decoder.pending() == 0
+        fed.feed(piece)
+        while (body := fed.next_frame()) is not None:
+            out_fed.append(body)
+        got = pushed.push(piece)
+        while got is not None:
+            out_pushed.append(got)
+            got = pushed.next_frame()
+    assert out_fed == out_pushed == frames
+    assert fed.pending() == pushed.pending() == 0
 
 
 @given(st.integers(min_value=1025, max_value=2**32 - 1))
@@ -71,6 +80,35 @@ def _pair(psk: bytes = b"k" * 32) -> tuple[Sealer, Opener]:
 def test_seal_then_open_round_trips_in_order(messages: list[bytes]) -> None:
     sealer, opener = _pair()
     assert [opener.open(sealer.seal(m)) for m in messages] == messages
+
+
+# Sizes around the keystream buffer's edges, and frames far larger than it.
+frame_sizes = st.lists(
+    st.one_of(
+        st.integers(0, 300),
+        st.integers(KEYSTREAM_CHUNK // 2 - 2, KEYSTREAM_CHUNK + 2),
+        st.integers(KEYSTREAM_CHUNK, 5 * KEYSTREAM_CHUNK),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=60)
+@given(frame_sizes, st.integers(0, 2**32))
+def test_sealed_bytes_are_exactly_the_documented_construction(sizes: list[int], seed: int) -> None:
+    """AES-256-CTR continued across frames, then HMAC-SHA256(seq || ciphertext): the bytes on
+    the wire do not depend on how the implementation buffers keystream."""
+    keys = derive_session_keys(b"k" * 32, b"c" * 32, b"s" * 32).client_to_server
+    reference = AES.new(keys.enc, AES.MODE_CTR, nonce=b"", initial_value=0)
+    sealer, opener = Sealer(keys), Opener(keys)
+    rnd = random.Random(seed)
+    for seq, size in enumerate(sizes):
+        message = rnd.randbytes(size)
+        ct = reference.encrypt(message)
+        expected = ct + hmac.digest(keys.mac, seq.to_bytes(8, "big") + ct, "sha256")
+        sealed = sealer.seal(message)
+        assert sealed == expected
+        assert opener.open(sealed) == message
 
 
 @given(st.binary(min_size=1, max_size=200), st.data())
@@ -170,7 +208,7 @@ def test_request_and_reply_bodies_round_trip(
     request_id: int, cmd: str, args: list[object], kwargs: dict[str, object]
 ) -> None:
     body = decode_request(encode_request(request_id, cmd, args, kwargs))
-    assert (body.id, body.cmd, body.args, body.kwargs) == (request_id, cmd, args, kwargs)
+    assert body == (request_id, cmd, args, kwargs)
     reply = decode_reply(encode_reply(request_id, args, kwargs))
     assert (reply.ok, reply.args, reply.kwargs) == (True, args, kwargs)
     error = decode_reply(encode_error(request_id, "handler", "ValueError", cmd))
