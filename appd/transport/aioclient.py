@@ -125,17 +125,7 @@ class AsyncSecureSocketAppClient(ClientBase):
         except (ProtocolError, asyncio.CancelledError):
             self._drop()  # a cancelled call leaves a reply in flight: never reuse the stream
             raise
-        if reply.bye is not None:
-            self._drop()
-            return None
-        if not reply.ok and reply.error_code == "timeout":
-            self._drop()
-        return reply
-
-    def _drop(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        return self._reusable(reply)
 
     async def call(self, reqcmd: str, *args: Any, **kwargs: Any) -> Any:
         """Like :meth:`send_request`, returning the single result (None when there is none)."""

@@ -18,7 +18,7 @@ import threading
 import time
 import weakref
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 from appd.errors import (
     ConfigurationError,
@@ -45,6 +45,10 @@ from appd.transport.sockopts import set_kernel_timeouts, set_nodelay
 __all__ = ["ClientBase", "SecureSocketAppClient", "single_result"]
 
 RECV_SIZE = 64 * 1024
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
 
 
 class ClientBase:
@@ -81,6 +85,25 @@ class ClientBase:
 
     def _init_connection_state(self) -> None:
         """Set up the I/O-specific state (called by the constructor)."""
+
+    #: The open connection, if any (each client kind stores its own kind of connection).
+    _conn: _Closable | None
+
+    def _drop(self) -> None:
+        """Close and forget the connection; the next request opens a new one."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _reusable(self, reply: Reply) -> Reply | None:
+        """``reply``; or None when the service said goodbye before it read the request, which
+        therefore never ran and may be sent again.  Drops a connection that cannot be reused."""
+        if reply.bye is not None:
+            self._drop()
+            return None
+        if not reply.ok and reply.error_code == "timeout":
+            self._drop()
+        return reply
 
     @property
     def address(self) -> str:
@@ -309,17 +332,7 @@ class SecureSocketAppClient(ClientBase):
         except ProtocolError:
             self._drop()
             raise
-        if reply.bye is not None:
-            self._drop()  # the service closed before reading the request: it never ran
-            return None
-        if not reply.ok and reply.error_code == "timeout":
-            self._drop()
-        return reply
-
-    def _drop(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        return self._reusable(reply)
 
     def call(self, reqcmd: str, *args: Any, **kwargs: Any) -> Any:
         """Like :meth:`send_request`, returning the single result (None when there is none)."""
