@@ -135,8 +135,10 @@ def serve_rpyc(ready: Any) -> None:
 
 
 def serve_appd(ready: Any) -> None:
-    from appd import SecureSocketAppService, command
+    from appd import SecureSocketAppService, command, configure_logging
     from appd.runtime.quit import request_quit
+
+    configure_logging("bench", level="WARNING")  # keep the tables free of service log lines
 
     class BenchService(SecureSocketAppService):
         host, port, key, username, password = "127.0.0.1", 0, KEY, USER, PASSWORD
