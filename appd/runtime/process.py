@@ -252,44 +252,29 @@ def spawn(
     Call it from the main thread: the parent-death signal follows the thread that forked.
     """
     parent = os.getpid()
+
+    def child() -> int:
+        become_child(
+            role,
+            stdout_filename=stdout_filename,
+            stderr_filename=stderr_filename,
+            logging_config=logging_config,
+            keep_fds=keep_fds,
+            parent=parent,
+        )
+        return _run_holding(target, pid_filename)
+
     flush_stdio()
     with blocked_quit_signals():
         pid = os.fork()
         if pid == 0:
-            run_child(
-                lambda: _child_main(
-                    target,
-                    role=role,
-                    parent=parent,
-                    stdout_filename=stdout_filename,
-                    stderr_filename=stderr_filename,
-                    logging_config=logging_config,
-                    keep_fds=keep_fds,
-                    pid_filename=pid_filename,
-                )
-            )
+            run_child(child)
     return pid
 
 
-def _child_main(
-    target: Callable[[], object],
-    *,
-    role: str,
-    parent: int,
-    stdout_filename: str,
-    stderr_filename: str,
-    logging_config: Mapping[str, Any] | None,
-    keep_fds: Collection[int],
-    pid_filename: str | None,
-) -> int:
-    become_child(
-        role,
-        stdout_filename=stdout_filename,
-        stderr_filename=stderr_filename,
-        logging_config=logging_config,
-        keep_fds=keep_fds,
-        parent=parent,
-    )
+def _run_holding(target: Callable[[], object], pid_filename: str | None) -> int:
+    """Run ``target`` holding ``pid_filename`` (when given): 0 when it returns, 1 when the pid
+    file is held by a live process."""
     pid_file = PidFile(pid_filename) if pid_filename is not None else None
     try:
         if pid_file is not None:
