@@ -21,10 +21,11 @@ Core code calls hooks only through :class:`Hooks`, never through the untyped ``p
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import traceback
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -237,6 +238,15 @@ def get_plugin_manager(
     return pm
 
 
+@contextlib.contextmanager
+def _failure_logged(hook_name: str) -> Iterator[None]:
+    """Log an exception a notification hook raised, and carry on."""
+    try:
+        yield
+    except Exception as exc:
+        _log.error("hook failed", hook=hook_name, error=_one_line(exc), exc_info=exc)
+
+
 class Hooks:
     """Typed calls of every hook appd's core fires: one method per hook.
 
@@ -251,20 +261,16 @@ class Hooks:
         self.pm: Final = pm
 
     def _notify(self, hook_name: str, **kwargs: Any) -> None:
-        try:
+        with _failure_logged(hook_name):
             getattr(self.pm.hook, hook_name)(**kwargs)
-        except Exception as exc:
-            _log.error("hook failed", hook=hook_name, error=_one_line(exc), exc_info=exc)
 
     def appd_configure(self, *, config: Any) -> None:
         """Fire ``appd_configure``; plugins registered later are called too (historic).
 
         :param config: the loaded configuration, handed to every plugin.
         """
-        try:
+        with _failure_logged("appd_configure"):
             self.pm.hook.appd_configure.call_historic(kwargs={"config": config})
-        except Exception as exc:
-            _log.error("hook failed", hook="appd_configure", error=_one_line(exc), exc_info=exc)
 
     def appd_services(self) -> list[tuple[str, list[type[AppServiceBase]]]]:
         """Collect ``appd_services`` per plugin: ``(plugin name, classes)`` pairs.
