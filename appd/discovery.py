@@ -42,6 +42,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "SERVICES_MODULE",
     "DiscoveredService",
+    "class_path",
     "discover_services",
     "services_in_module",
 ]
@@ -105,8 +106,8 @@ class _Collector:
             self.found[name] = DiscoveredService(name=name, cls=cls, source=source)
         elif seen.cls is not cls:
             raise DuplicateServiceError(
-                f"two services are named {name!r}: {_qualname(seen.cls)} from {seen.source} "
-                f"and {_qualname(cls)} from {source}"
+                f"two services are named {name!r}: {class_path(seen.cls)} from {seen.source} "
+                f"and {class_path(cls)} from {source}"
             )
 
     def add_module(self, module: ModuleType, source: str) -> None:
@@ -114,7 +115,8 @@ class _Collector:
             self.add(cls, source)
 
 
-def _qualname(cls: type) -> str:
+def class_path(cls: type) -> str:
+    """The dotted path of ``cls``, e.g. ``"shop.services.PowerService"``."""
     return f"{cls.__module__}.{cls.__qualname__}"
 
 

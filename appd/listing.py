@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from appd.discovery import DiscoveredService
+from appd.discovery import DiscoveredService, class_path
 from appd.plugins import AppdPluginManager, PluginFailure
 
 __all__ = [
@@ -105,7 +105,7 @@ def list_services(
         rows.append(
             ServiceListing(
                 name=found.name,
-                class_path=f"{found.cls.__module__}.{found.cls.__qualname__}",
+                class_path=class_path(found.cls),
                 source=found.source,
                 address=address,
                 problem=problem,
