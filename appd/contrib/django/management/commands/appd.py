@@ -76,7 +76,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         """From ``call_command("appd", "status")``: a non-zero exit is a CommandError."""
-        code = run_appd([*args, *options["appd_args"]])
+        argv = [*args, *options["appd_args"]]
+        code = run_appd(argv)
         if code:
-            raise CommandError(f"appd {' '.join(options['appd_args'])} exited with {code}",
-                               returncode=code)
+            raise CommandError(f"appd {' '.join(argv)} exited with {code}", returncode=code)
