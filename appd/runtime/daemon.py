@@ -44,7 +44,11 @@ from appd.runtime.signals import blocked_quit_signals
 
 __all__ = [
     "FORWARDED_SIGNALS",
-    "GUARDIAN_GRACE_SECONDS", "GUARDIAN_POLL_SECONDS", "DaemonRunStatus", "start_daemon"]
+    "GUARDIAN_GRACE_SECONDS",
+    "GUARDIAN_POLL_SECONDS",
+    "DaemonRunStatus",
+    "start_daemon",
+]
 
 #: How long the guardian lets the executor stop after passing on SIGTERM, before SIGKILL.  It is
 #: longer than :data:`appd.runtime.workers.DEFAULT_GRACE_SECONDS`, so an executor running
@@ -233,8 +237,7 @@ def _guardian_main(plan: _DaemonPlan, status_fd: int) -> int:
             return _launch_failed(plan, status_fd, str(exc))
         log.info("daemon launched", entry=plan.daemon_entry, pid_filename=plan.pid_filename)
         _send(status_fd, DaemonRunStatus.LAUNCHED, pid=os.getpid())
-        args = dict(plan.daemon_args)
-        return _guard(plan, lambda: entry(**args))
+        return _guard(plan, lambda: entry(**plan.daemon_args))
     finally:
         pid_file.release()
 
