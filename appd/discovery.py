@@ -182,6 +182,14 @@ def _from_directory(collector: _Collector, directory: Path) -> None:
             names.append(f"{child.name}.{SERVICES_MODULE}")
     for module_name in names:
         module = _import(module_name, f"services module in directory {root}")
+        expected = directory.resolve() / (module_name.replace(".", os.sep) + ".py")
+        found = Path(getattr(module, "__file__", "") or "").resolve()
+        if found != expected:
+            raise DiscoveryError(
+                f"services module {module_name!r} of directory {root} is shadowed by "
+                f"{str(found)!r}, imported under the same name: give the directory's "
+                "services a package of their own (<dir>/<package>/services.py)"
+            )
         collector.add_module(module, f"module {module_name}")
 
 

@@ -133,7 +133,8 @@ def appd_crash(
     :param worker: the index of the process that ended.
     :param exitcode: the exit status when the process exited, else ``None``.
     :param signal: the number of the signal that killed the process, else ``None``.
-    :param restarts: how many times this process has been restarted in the current window.
+    :param restarts: how many times this process slot had been restarted before this crash,
+        over the supervisor's whole life.
     :param will_restart: ``False`` when the restart policy gives up (the service is FATAL).
     """
 

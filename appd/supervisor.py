@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from appd.config import AppdConfig, ServiceConfig
+from appd.discovery import class_path
 from appd.logging import get_logger
 from appd.plugins import Hooks
 from appd.runtime import quit_requested
@@ -339,7 +340,7 @@ class Supervisor:
         for worker in self.workers:
             entry = services.setdefault(
                 worker.service.name,
-                {"class": _class_path(type(worker.service)), "processes": []},
+                {"class": class_path(type(worker.service)), "processes": []},
             )
             _, requests = self.scoreboard.read(worker.slot)
             entry["processes"].append(
@@ -382,10 +383,6 @@ def _overall_state(states: set[str]) -> str:
         if state in states:
             return state
     return "stopped"
-
-
-def _class_path(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def write_json_atomically(path: Path, data: Any) -> None:

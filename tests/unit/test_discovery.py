@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import textwrap
 import uuid
@@ -201,3 +202,27 @@ def test_list_services_gives_name_class_source_and_address() -> None:
     assert rows[2].class_path == f"{__name__}.TcpService"
     assert rows[2].source == "module here"
     assert rows[1].problem == "Opened: reading host failed"
+
+
+def test_two_directories_with_top_level_services_py_is_a_clear_error(tmp_path: Path) -> None:
+    for name in ("first", "second"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "services.py").write_text(
+            "from appd import AppServiceBase\n"
+            f"class {name.title()}Service(AppServiceBase):\n    pass\n"
+        )
+    saved = sys.modules.pop("services", None)
+    try:
+        with pytest.raises(DiscoveryError, match="shadowed"):
+            discover_services(
+                directories=[tmp_path / "first", tmp_path / "second"],
+                entry_points=False,
+                django=False,
+            )
+    finally:
+        sys.modules.pop("services", None)
+        if saved is not None:
+            sys.modules["services"] = saved
+        for name in ("first", "second"):
+            with contextlib.suppress(ValueError):
+                sys.path.remove(str(tmp_path / name))
