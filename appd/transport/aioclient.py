@@ -12,7 +12,7 @@ import os
 from types import TracebackType
 from typing import Any
 
-from appd.errors import ConnectFailed, ProtocolError
+from appd.errors import ProtocolError
 from appd.transport.client import RECV_SIZE, ClientBase, single_result
 from appd.transport.protocol import FrameDecoder, Reply, Session, decode_reply
 
@@ -60,11 +60,8 @@ class AsyncSecureSocketAppClient(ClientBase):
                     reader, writer = await asyncio.open_unix_connection(self.path)
                 else:
                     reader, writer = await asyncio.open_connection(self.host, self.port)
-        except TimeoutError:
-            raise ConnectFailed(f"cannot connect to {self.address}: timed out") from None
         except OSError as exc:
-            reason = exc.strerror or type(exc).__name__
-            raise ConnectFailed(f"cannot connect to {self.address}: {reason}") from None
+            raise self._connect_failed(exc) from None
         conn = _AsyncConnection(reader, writer, self.max_frame_size)
         handshake = self._new_handshake()
         try:

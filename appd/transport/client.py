@@ -143,6 +143,12 @@ class ClientBase:
             f"no reply to {reqcmd!r} from {self.address} within {self.timeout} s"
         )
 
+    def _connect_failed(self, exc: OSError) -> ConnectFailed:
+        reason = "timed out" if isinstance(exc, TimeoutError) else exc.strerror
+        return ConnectFailed(
+            f"cannot connect to {self.address}: {reason or type(exc).__name__}"
+        )
+
     def _handshake_failed(self, exc: BaseException) -> ConnectFailed:
         what = "timed out" if isinstance(exc, TimeoutError) else "connection closed"
         return ConnectFailed(f"handshake with {self.address} failed: {what}")
@@ -232,11 +238,8 @@ def _open_socket(client: ClientBase) -> socket.socket:
                 (client.host, client.port), timeout=client.connect_timeout
             )
             set_nodelay(sock)
-    except TimeoutError:
-        raise ConnectFailed(f"cannot connect to {client.address}: timed out") from None
     except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise ConnectFailed(f"cannot connect to {client.address}: {reason}") from None
+        raise client._connect_failed(exc) from None
     return sock
 
 

@@ -481,7 +481,7 @@ class _Connection:
                 self.deadline = 0.0
                 if owned:
                     limiter.release()
-                    if not self.closed:
+                    if reply and not self.closed:  # no reply was built: the connection closes
                         self.sock.sendall(self.seal_frame(reply))
 
     def _run_handler(self, request: Request) -> bytes:
@@ -489,7 +489,10 @@ class _Connection:
             result = self.process_request(request)
         except RequestTimeout as exc:
             return encode_error(request.id, "timeout", "RequestTimeout", str(exc))
-        except Exception as exc:
+        except BaseException as exc:
+            # SystemExit and the like too: out of a handler they are its failure, not the
+            # server's, and would otherwise end the thread serving every connection.  (Handlers
+            # never run on the main thread, so KeyboardInterrupt does not arrive here.)
             log.warning(
                 "handler raised", service=self.server.settings.name, cmd=request.cmd,
                 peer=self.peer, error_type=type(exc).__name__, exc_info=True,

@@ -48,6 +48,10 @@ class EchoService(SecureSocketAppService):
         raise ValueError(message)
 
     @command
+    def exit(self, code: int) -> None:
+        raise SystemExit(code)
+
+    @command
     def sleep(self, seconds: float) -> float:
         time.sleep(seconds)
         return seconds

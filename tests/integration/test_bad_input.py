@@ -182,6 +182,19 @@ def test_handler_that_raises_gives_remote_error(service: RunningService) -> None
         assert client.call("echo", 1) == 1  # same connection, still serving
 
 
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_handler_that_raises_system_exit_gives_remote_error(
+    make_service: Callable[..., RunningService], concurrency: int
+) -> None:
+    service = make_service(request_timeout=2.0, concurrency=concurrency)
+    with service.client() as client:
+        with pytest.raises(RemoteError) as info:
+            client.call("exit", 3)
+        assert info.value.remote_type == "SystemExit"
+        assert client.call("echo", 1) == 1  # same connection, still serving
+    service.assert_serving()
+
+
 def test_unknown_command_gives_remote_error(service: RunningService) -> None:
     with service.client() as client, pytest.raises(RemoteError) as info:
         client.call("no_such_command")

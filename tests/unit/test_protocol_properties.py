@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from appd.errors import AuthenticationFailed, ProtocolError
+from appd.transport import crypto
 from appd.transport.crypto import KEYSTREAM_CHUNK, Opener, Sealer, derive_session_keys
 from appd.transport.protocol import (
     ClientHandshake,
@@ -109,6 +110,16 @@ def test_sealed_bytes_are_exactly_the_documented_construction(sizes: list[int], 
         sealed = sealer.seal(message)
         assert sealed == expected
         assert opener.open(sealed) == message
+
+
+def test_public_hmac_fallback_seals_the_same_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where ``_hashlib.hmac_new`` is missing, ``hmac.new`` gives the very same tags."""
+    keys = derive_session_keys(b"k" * 32, b"c" * 32, b"s" * 32).client_to_server
+    messages = [b"", b"x" * 100, b"y" * 3 * KEYSTREAM_CHUNK]
+    sealed = [Sealer(keys).seal(m) for m in messages]
+    monkeypatch.setattr(crypto, "_openssl_hmac_new", None)
+    assert [Sealer(keys).seal(m) for m in messages] == sealed
+    assert [Opener(keys).open(s) for s in sealed] == messages
 
 
 @given(st.binary(min_size=1, max_size=200), st.data())
