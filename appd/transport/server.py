@@ -388,6 +388,13 @@ class _Connection:
             self._log_end(exc)
             self.close()
             return
+        except Exception:  # never let one connection end the loop that serves them all
+            log.exception(
+                "closing connection: unexpected error", service=self.server.settings.name,
+                peer=self.peer,
+            )
+            self.close()
+            return
         self.last_activity = time.monotonic()
 
     def sweep(self, now: float) -> None:
