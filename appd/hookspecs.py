@@ -12,6 +12,7 @@ to ``processes - 1``); it stays the same when the process at that index is resta
 from __future__ import annotations
 
 from collections.abc import Mapping, MutableMapping, Sequence
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import pluggy
@@ -72,13 +73,15 @@ def appd_configure(config: MutableMapping[str, Any]) -> None:
 
 
 @hookspec
-def appd_services() -> list[type[AppServiceBase]]:
+def appd_services() -> list[type[AppServiceBase] | ModuleType]:
     """Contribute service classes, besides entry points and ``services.py`` discovery.
 
     Every result counts: the lists of all plugins are joined.  A class returned by two
-    sources is one service; two different classes with one name are an error.
+    sources is one service; two different classes with one name are an error.  A module in
+    the list stands for the service classes it defines (appd's Django app discovery returns
+    each app's ``services`` module this way).
 
-    :returns: a list of concrete subclasses of :class:`appd.AppServiceBase`.
+    :returns: a list of concrete subclasses of :class:`appd.AppServiceBase`, or of modules.
     """
     raise NotImplementedError
 
