@@ -40,6 +40,7 @@ from appd.logging import get_logger
 
 if TYPE_CHECKING:
     import argparse
+    import socket
 
     from appd.service import AppServiceBase
 
@@ -350,6 +351,22 @@ class Hooks:
     def appd_quit(self, *, reason: str) -> None:
         """Fire ``appd_quit`` (in the supervisor, and in each service process on quit)."""
         self._notify("appd_quit", reason=reason)
+
+    def appd_listener(self, *, service: AppServiceBase) -> socket.socket | None:
+        """A listening socket a plugin gives ``service`` (socket activation), or ``None``.
+
+        Errors go through: a plugin that fails to hand over a socket fails the start.
+        """
+        result = self.pm.hook.appd_listener(service=service)
+        return result  # type: ignore[no-any-return]
+
+    def appd_status(self, *, status: Mapping[str, Any]) -> None:
+        """Fire ``appd_status`` in the supervisor with the status it just wrote."""
+        self._notify("appd_status", status=status)
+
+    def appd_reload(self, *, phase: str) -> None:
+        """Fire ``appd_reload`` (``"begin"`` / ``"end"``) in the supervisor."""
+        self._notify("appd_reload", phase=phase)
 
     def appd_request(
         self,

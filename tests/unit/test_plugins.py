@@ -55,12 +55,15 @@ def test_every_spec_has_the_documented_names_and_markers() -> None:
         "appd_add_commands",
         "appd_configure",
         "appd_crash",
+        "appd_listener",
         "appd_post_fork",
         "appd_pre_fork",
         "appd_quit",
+        "appd_reload",
         "appd_request",
         "appd_service_ready",
         "appd_services",
+        "appd_status",
     ]
     assert spec_args("appd_crash") == [
         "service",
