@@ -93,7 +93,11 @@ def load(
         if not any(plugin is known for known in plugins):
             plugins.append(plugin)
     hooks = load_hooks(plugins=plugins)
-    config = finish_config(raw, configure=lambda data: hooks.appd_configure(config=data))
+    config = finish_config(
+        raw,
+        configure=lambda data: hooks.appd_configure(config=data),
+        disabled_plugins=hooks.pm.disabled,
+    )
     return config, hooks
 
 
