@@ -1,0 +1,240 @@
+"""A datagram socket standing in for systemd's notification socket, and ``appd run`` projects."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import descendants, free_port, kill_pids, wait_for
+
+import appd.supervisor
+
+KEY = "a systemd test key of 32 bytes!!"
+USER, PASSWORD = "web", "systemd test password"
+
+
+def supervisor_calls(*hooks: str) -> bool:
+    """Whether the supervisor fires these hooks (they are specified before it calls them)."""
+    source = "".join(p.read_text() for p in Path(appd.supervisor.__file__).parent.glob("*.py"))
+    return all(f"{hook}(" in source for hook in hooks)
+
+
+needs_status_hooks = pytest.mark.skipif(
+    not supervisor_calls("appd_status", "appd_reload"),
+    reason="this supervisor does not fire appd_status/appd_reload yet",
+)
+needs_listener_hook = pytest.mark.skipif(
+    not supervisor_calls("appd_listener"),
+    reason="this supervisor does not fire appd_listener yet",
+)
+
+
+@dataclass
+class Message:
+    """One notification datagram, parsed, with when it arrived."""
+
+    at: float
+    fields: dict[str, str]
+    raw: bytes
+
+
+@dataclass
+class NotifySocket:
+    """A bound ``AF_UNIX``/``SOCK_DGRAM`` socket that records every datagram it receives."""
+
+    sock: socket.socket
+    name: str
+    messages: list[Message] = field(default_factory=list)
+
+    def drain(self, timeout: float = 0.05) -> list[Message]:
+        """Receive what has arrived (waiting up to ``timeout`` for the first)."""
+        self.sock.settimeout(timeout)
+        while True:
+            try:
+                raw = self.sock.recv(4096)
+            except (TimeoutError, BlockingIOError):
+                return self.messages
+            fields = dict(
+                line.split("=", 1) for line in raw.decode().splitlines() if "=" in line
+            )
+            self.messages.append(Message(time.monotonic(), fields, raw))
+            self.sock.settimeout(0.0)
+
+    def with_key(self, key: str, value: str | None = None) -> list[Message]:
+        self.drain()
+        return [
+            m for m in self.messages if key in m.fields and (value is None or m.fields[key] == value)
+        ]
+
+    def wait_for(self, key: str, value: str | None = None, *, timeout: float = 20.0) -> Message:
+        found = wait_for(
+            lambda: self.with_key(key, value), timeout=timeout, message=f"{key}={value} notified"
+        )
+        return found[0]
+
+
+@pytest.fixture(params=["path", "abstract"])
+def notify_socket(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[NotifySocket]:
+    """A real notification socket, at a path or at an abstract address (``@name``)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    if request.param == "path":
+        address: str = str(tmp_path / "notify.sock")
+        sock.bind(address)
+        name = address
+    else:
+        abstract = f"appd-systemd-test-{os.getpid()}-{os.urandom(4).hex()}"
+        sock.bind(b"\0" + abstract.encode())
+        name = "@" + abstract
+    with sock:
+        yield NotifySocket(sock, name)
+
+
+SERVICES_PY = textwrap.dedent(
+    """
+    import os
+    import time
+
+    from appd import SecureSocketAppService, command
+
+
+    class EchoService(SecureSocketAppService):
+        host = "127.0.0.1"
+        port = 0
+        key = "a systemd test key of 32 bytes!!"
+        username = "web"
+        password = "systemd test password"
+        ready_delay = 0.0
+
+        def setup(self):
+            time.sleep(float(os.environ.get("SLOW_SETUP", "0")))
+
+        @command
+        def echo(self, value):
+            return value
+
+        @command
+        def environment(self):
+            names = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS",
+                     "LISTEN_PID", "LISTEN_FDNAMES")
+            return {name: os.environ.get(name) for name in names}
+
+        @command
+        def pid(self):
+            return os.getpid()
+
+
+    class SlowService(EchoService):
+        def setup(self):
+            time.sleep(float(os.environ.get("SLOW_SETUP", "0")) + 1.0)
+    """
+)
+
+
+@dataclass
+class Project:
+    """A directory holding services.py and appd.toml, where ``appd`` runs as a user runs it."""
+
+    root: Path
+    ports: dict[str, int]
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def write_config(self, extra: str = "", *, processes: int = 1) -> None:
+        services = "".join(
+            f"\n[services.{name}]\nport = {port}\nprocesses = {processes}\n"
+            for name, port in self.ports.items()
+        )
+        (self.root / "appd.toml").write_text(
+            textwrap.dedent(
+                f"""
+                pid_file = "run/appd.pid"
+                log_file = "run/appd.log"
+                paths = ["."]
+                enabled = {sorted(self.ports)!r}
+                shutdown_grace = 3
+                """
+            ).replace("'", '"')
+            + services
+            + textwrap.dedent(extra)
+        )
+
+    def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_", "LISTEN_"))}
+        env.pop("APPD_CONFIG", None)
+        env.update(extra or {})
+        return env
+
+    def appd(self, *args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "appd", *args],
+            cwd=self.root, env=self.env(env), capture_output=True, text=True, timeout=60,
+        )
+
+    def run(
+        self, env: Mapping[str, str] | None = None, *, argv: Sequence[str] | None = None,
+        pass_fds: Sequence[int] = (),
+    ) -> subprocess.Popen[bytes]:
+        with (self.root / "run.log").open("ab") as log:
+            proc = subprocess.Popen(
+                list(argv or [sys.executable, "-m", "appd", "run"]),
+                cwd=self.root, env=self.env(env), stdout=log, stderr=subprocess.STDOUT,
+                pass_fds=tuple(pass_fds),
+            )
+        self.procs.append(proc)
+        return proc
+
+    def status(self) -> dict[str, Any]:
+        import json
+
+        result = self.appd("status", "--json")
+        try:
+            data: dict[str, Any] = json.loads(result.stdout)
+        except ValueError:
+            return {}
+        return data
+
+    def log(self) -> str:
+        path = self.root / "run.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def client(self, name: str = "echo", port: int | None = None) -> Any:
+        from appd import SecureSocketAppClient
+
+        return SecureSocketAppClient(
+            "127.0.0.1", port or self.ports[name], USER, PASSWORD, KEY, timeout=10
+        )
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> int:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return proc.returncode
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Project]:
+    before = set(descendants())
+    (tmp_path / "services.py").write_text(SERVICES_PY)
+    proj = Project(tmp_path, {"echo": free_port()})
+    proj.write_config()
+    try:
+        yield proj
+    finally:
+        for proc in proj.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        kill_pids(set(descendants()) - before)
