@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,32 +49,50 @@ class Message:
     raw: bytes
 
 
-@dataclass
 class NotifySocket:
-    """A bound ``AF_UNIX``/``SOCK_DGRAM`` socket that records every datagram it receives."""
+    """A bound ``AF_UNIX``/``SOCK_DGRAM`` socket; a thread records every datagram as it arrives
+    (with its arrival time), so tests can reason about when notifications came."""
 
-    sock: socket.socket
-    name: str
-    messages: list[Message] = field(default_factory=list)
+    def __init__(self, sock: socket.socket, name: str) -> None:
+        self.sock = sock
+        self.name = name
+        self.messages: list[Message] = []
+        self._lock = threading.Lock()
+        sock.settimeout(0.05)
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._receive, daemon=True)
+        self._thread.start()
 
-    def drain(self, timeout: float = 0.05) -> list[Message]:
-        """Receive what has arrived (waiting up to ``timeout`` for the first)."""
-        self.sock.settimeout(timeout)
-        while True:
+    def _receive(self) -> None:
+        while not self._done.is_set():
             try:
                 raw = self.sock.recv(4096)
             except (TimeoutError, BlockingIOError):
-                return self.messages
+                continue
+            except OSError:
+                return
             fields = dict(
                 line.split("=", 1) for line in raw.decode().splitlines() if "=" in line
             )
-            self.messages.append(Message(time.monotonic(), fields, raw))
-            self.sock.settimeout(0.0)
+            with self._lock:
+                self.messages.append(Message(time.monotonic(), fields, raw))
+
+    def close(self) -> None:
+        self._done.set()
+        self._thread.join()
+        self.sock.close()
+
+    def drain(self, timeout: float = 0.1) -> list[Message]:
+        """What has arrived so far (after waiting ``timeout`` for stragglers)."""
+        time.sleep(timeout)
+        with self._lock:
+            return list(self.messages)
 
     def with_key(self, key: str, value: str | None = None) -> list[Message]:
-        self.drain()
+        with self._lock:
+            messages = list(self.messages)
         return [
-            m for m in self.messages if key in m.fields and (value is None or m.fields[key] == value)
+            m for m in messages if key in m.fields and (value is None or m.fields[key] == value)
         ]
 
     def wait_for(self, key: str, value: str | None = None, *, timeout: float = 20.0) -> Message:
@@ -95,8 +114,11 @@ def notify_socket(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[No
         abstract = f"appd-systemd-test-{os.getpid()}-{os.urandom(4).hex()}"
         sock.bind(b"\0" + abstract.encode())
         name = "@" + abstract
-    with sock:
-        yield NotifySocket(sock, name)
+    receiver = NotifySocket(sock, name)
+    try:
+        yield receiver
+    finally:
+        receiver.close()
 
 
 SERVICES_PY = textwrap.dedent(
@@ -168,12 +190,15 @@ class Project:
         )
 
     def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_", "LISTEN_"))}
+        systemds = ("NOTIFY_", "WATCHDOG_", "LISTEN_")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(systemds)}
         env.pop("APPD_CONFIG", None)
         env.update(extra or {})
         return env
 
-    def appd(self, *args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def appd(
+        self, *args: str, env: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "appd", *args],
             cwd=self.root, env=self.env(env), capture_output=True, text=True, timeout=60,

@@ -6,6 +6,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from support import wait_for
 from systemd_fixtures import NotifySocket
 
 from appd_systemd import Notifier, notify_address
@@ -27,7 +28,8 @@ def test_one_datagram_of_assignments_reaches_the_socket(notify_socket: NotifySoc
         assert notifier.send("WATCHDOG=1")
     finally:
         notifier.close()
-    received = notify_socket.drain(timeout=2.0)
+    wait_for(lambda: len(notify_socket.drain(timeout=0.0)) == 2, message="two datagrams")
+    received = notify_socket.drain()
     assert [m.raw for m in received] == [b"READY=1\nSTATUS=1/1 services ready", b"WATCHDOG=1"]
     assert received[0].fields == {"READY": "1", "STATUS": "1/1 services ready"}
 

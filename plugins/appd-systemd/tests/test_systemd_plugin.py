@@ -45,9 +45,11 @@ def test_ready_only_once_every_service_is_ready(
 ) -> None:
     plugin.appd_status(status=status(echo="starting", power="starting"))
     plugin.appd_status(status=status(echo="ready", power="starting"))
+    notify_socket.drain()
     assert notify_socket.with_key("READY") == []
     plugin.appd_status(status=status(echo="ready", power="ready"))
     plugin.appd_status(status=status(echo="ready", power="ready"))
+    notify_socket.drain()
     ready = notify_socket.with_key("READY", "1")
     assert len(ready) == 1
     assert ready[0].fields["STATUS"] == "2/2 services ready"
@@ -72,16 +74,19 @@ def test_reloading_then_ready_again_then_stopping(
     plugin.appd_reload(phase="begin")
     plugin.appd_status(status=status("reloading", echo="starting"))
     plugin.appd_status(status=status("running", echo="ready"))
+    notify_socket.drain()
     assert len(notify_socket.with_key("READY")) == 1  # not before the reload has ended
     reloading = notify_socket.with_key("RELOADING", "1")
     assert len(reloading) == 1
     assert int(reloading[0].fields["MONOTONIC_USEC"]) > 0
     plugin.appd_reload(phase="end")
+    notify_socket.drain()
     ready = notify_socket.with_key("READY", "1")
     assert len(ready) == 2
     assert ready[1].at >= reloading[0].at
     plugin.appd_status(status=status("stopping", echo="stopping"))
     plugin.appd_quit()
+    notify_socket.drain()
     assert len(notify_socket.with_key("STOPPING", "1")) == 1
 
 

@@ -37,7 +37,8 @@ def test_malformed_values_are_named(environ: dict[str, str], named: str) -> None
 
 
 def _status(*processes: dict[str, Any]) -> dict[str, Any]:
-    return {"state": "running", "services": {"echo": {"state": "ready", "processes": list(processes)}}}
+    echo = {"state": "ready", "processes": list(processes)}
+    return {"state": "running", "services": {"echo": echo}}
 
 
 def test_a_ready_process_silent_too_long_is_named() -> None:
