@@ -1,0 +1,212 @@
+"""The appd plugin: per-request metrics in service processes, the endpoint in the supervisor.
+
+In the supervisor (from the first fork on): the metrics directory is made (and emptied), its
+path is put in the environment the service processes inherit, and an HTTP endpoint serves
+``/metrics`` on ``[prometheus] host:port`` until appd stops, when the directory is cleaned.  In
+each service process (from ``appd_post_fork``): the process claims its slot's files and records
+every request through an ``appd_request`` wrapper, and its load a few times a second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Generator, Mapping, MutableMapping
+from pathlib import Path
+from typing import Any, Final
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, start_http_server
+
+from appd import AppServiceBase, ConfigurationError, RequestTimeout, get_logger, hookimpl
+from appd_prometheus.collector import AppdCollector
+from appd_prometheus.metrics import LoadSampler, ServiceMetrics
+from appd_prometheus.settings import SETTINGS_TABLE, PrometheusSettings
+from appd_prometheus.slots import Slot, claim_slot
+
+__all__ = ["DIRECTORY_ENV", "SAMPLE_INTERVAL", "PrometheusPlugin", "plugin"]
+
+#: Set by the supervisor for its service processes: where they write their metrics.
+DIRECTORY_ENV: Final = "APPD_PROMETHEUS_DIR"
+
+#: Seconds between two samples of a service process's load.
+SAMPLE_INTERVAL: Final = 0.25
+
+_log = get_logger("appd.prometheus")
+
+
+class PrometheusPlugin:
+    """Metrics across every service process, served by the supervisor.  One instance is the
+    entry point; it does nothing unless the configuration has a ``[prometheus]`` table."""
+
+    def __init__(self) -> None:
+        #: The ``[prometheus]`` settings (``None``: no table, the plugin stays idle).
+        self.settings: PrometheusSettings | None = None
+        #: ``None`` until a hook tells which process this is: ``supervisor`` or ``service``.
+        self.role: str | None = None
+        self.directory: Path | None = None
+        self._own_directory = False
+        self._httpd: WSGIServer | None = None
+        self._status: Mapping[str, Any] | None = None
+        self.metrics: ServiceMetrics | None = None
+        self._sampler: LoadSampler | None = None
+        self._slot: Slot | None = None
+        self._timeout: float | None = None
+
+    # -- configuration -----------------------------------------------------------------------
+
+    @hookimpl
+    def appd_configure(self, config: MutableMapping[str, Any]) -> None:
+        """Take the ``[prometheus]`` table out of the settings and validate it."""
+        table = config.pop(SETTINGS_TABLE, None)
+        if table is not None:
+            self.settings = PrometheusSettings.from_table(table)
+
+    # -- the supervisor ----------------------------------------------------------------------
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """Where the endpoint listens (``None``: it does not)."""
+        if self._httpd is None:
+            return None
+        host, port = self._httpd.server_address[:2]
+        return str(host), int(port)
+
+    def _in_supervisor(self) -> bool:
+        """On the first supervisor hook: make the directory and start the endpoint."""
+        if self.role == "service":
+            return False
+        if self.role is None:
+            self.role = "supervisor"
+            if self.settings is not None:
+                self._start_supervisor(self.settings)
+        return self.settings is not None
+
+    def _start_supervisor(self, settings: PrometheusSettings) -> None:
+        if settings.directory is None:
+            self.directory = Path(tempfile.mkdtemp(prefix="appd-prometheus-"))
+            self._own_directory = True
+        else:
+            self.directory = settings.directory.resolve()
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._empty_directory()
+        os.environ[DIRECTORY_ENV] = str(self.directory)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(self.directory)
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(AppdCollector(self.directory, lambda: self._status))
+        try:
+            self._httpd, _ = start_http_server(settings.port, addr=settings.host, registry=registry)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"prometheus: cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
+            ) from None
+        host, port = self.address or ("", 0)
+        _log.info(
+            "metrics endpoint listening", address=f"{host}:{port}", directory=str(self.directory)
+        )
+
+    def _empty_directory(self) -> None:
+        assert self.directory is not None
+        for pattern in ("*.db", "*.lock"):
+            for path in self.directory.glob(pattern):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+
+    @hookimpl
+    def appd_listener(self) -> None:
+        """Start the endpoint before the first fork (a port in use fails the start)."""
+        self._in_supervisor()
+
+    @hookimpl
+    def appd_pre_fork(self) -> None:
+        """Start the endpoint before the first fork (if no socket service did already)."""
+        self._in_supervisor()
+
+    @hookimpl
+    def appd_status(self, status: Mapping[str, Any]) -> None:
+        """Keep the supervisor's latest status for the next scrape."""
+        if self._in_supervisor():
+            self._status = status
+
+    # -- a service process -------------------------------------------------------------------
+
+    @hookimpl
+    def appd_post_fork(self, service: AppServiceBase, worker: int) -> None:
+        """Claim this slot's metrics files; forget the supervisor's endpoint."""
+        self.role = "service"
+        self._httpd = None  # the supervisor's; its thread did not survive the fork
+        self._status = None
+        directory = os.environ.get(DIRECTORY_ENV)
+        if not directory:
+            return
+        self.directory = Path(directory)
+        self._slot = claim_slot(self.directory, service.name, worker)
+        self.metrics = ServiceMetrics(service.name, self._slot.id, self.directory)
+        timeout = getattr(service, "request_timeout", None)
+        self._timeout = float(timeout) if isinstance(timeout, int | float) else None
+
+    @hookimpl
+    def appd_service_ready(self, service: AppServiceBase) -> None:
+        """Sample the service's load (handlers running, queued, refused busy) from now on."""
+        if self.metrics is None or self._sampler is not None:
+            return
+        load = getattr(service, "server_load", None)
+        if load is None:
+            return
+        self._sampler = LoadSampler(self.metrics, load, SAMPLE_INTERVAL)
+        self._sampler.start()
+
+    @hookimpl(wrapper=True)
+    def appd_request(self, request: Any) -> Generator[None, Any, Any]:
+        """Count the request by outcome and time its handler."""
+        metrics = self.metrics
+        if metrics is None:
+            return (yield)
+        started = time.perf_counter()
+        try:
+            result = yield
+        except RequestTimeout:
+            metrics.observe(request.cmd, "timeout", time.perf_counter() - started)
+            raise
+        except BaseException:
+            elapsed = time.perf_counter() - started
+            metrics.observe(request.cmd, self._outcome(elapsed, "remote_error"), elapsed)
+            raise
+        elapsed = time.perf_counter() - started
+        metrics.observe(request.cmd, self._outcome(elapsed, "ok"), elapsed)
+        return result
+
+    def _outcome(self, elapsed: float, otherwise: str) -> str:
+        """A handler that ran past ``request_timeout`` had its client answered with a timeout."""
+        if self._timeout is not None and elapsed > self._timeout:
+            return "timeout"
+        return otherwise
+
+    # -- the end -----------------------------------------------------------------------------
+
+    @hookimpl
+    def appd_quit(self) -> None:
+        """Service process: a last sample.  Supervisor: stop the endpoint, clean the files."""
+        if self.role == "service":
+            if self._sampler is not None:
+                self._sampler.stop()
+                self._sampler = None
+            return
+        if self.role != "supervisor" or self._httpd is None:
+            return
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._httpd = None
+        if self.directory is not None:
+            if self._own_directory:
+                shutil.rmtree(self.directory, ignore_errors=True)
+            else:
+                self._empty_directory()
+        _log.info("metrics endpoint stopped")
+
+
+#: The instance registered through the ``appd.plugins`` entry point ``prometheus``.
+plugin: Final = PrometheusPlugin()
