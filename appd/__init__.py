@@ -45,7 +45,7 @@ from appd.service import (
 )
 from appd.transport.aioclient import AsyncSecureSocketAppClient
 from appd.transport.crypto import generate_key
-from appd.transport.server import Request
+from appd.transport.request import Request
 
 __all__ = [
     "AddressInUse",
