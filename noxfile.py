@@ -29,10 +29,12 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """ruff over the package, the tests, the benchmarks and the examples."""
-    session.install("ruff")
+    """ruff over the package, the tests, the benchmarks, the examples and the plugins; the
+    layer contracts of docs/architecture.md (``lint-imports``, configured in pyproject.toml)."""
+    session.install("ruff", "import-linter")
     paths = ["appd", "tests", "bench", "docs/examples", "examples", "plugins", "noxfile.py"]
     session.run("ruff", "check", *[p for p in paths if Path(p).exists()])
+    session.run("lint-imports")
 
 
 @nox.session(python=PYTHON)
@@ -49,5 +51,6 @@ def bench(session: nox.Session) -> None:
     per-request cost of the Prometheus plugin."""
     session.install(".[bench]", "./plugins/appd-prometheus")
     session.run("python", "bench/run.py", *session.posargs)
+    session.run("python", "bench/imports.py")
     quick = ["--quick"] if "--quick" in session.posargs else []
     session.run("python", "bench/plugin_cost.py", *quick)

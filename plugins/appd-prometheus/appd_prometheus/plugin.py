@@ -145,7 +145,9 @@ class PrometheusPlugin:
         self.directory = Path(directory)
         self._slot = claim_slot(self.directory, service.name, worker)
         self.metrics = ServiceMetrics(service.name, self._slot.id, self.directory)
-        timeout = getattr(service, "request_timeout", None)
+        # The validated settings when the service has them, else its attribute.
+        settings = getattr(service, "settings", None)
+        timeout = getattr(getattr(settings, "server", service), "request_timeout", None)
         self._timeout = float(timeout) if isinstance(timeout, int | float) else None
 
     @hookimpl

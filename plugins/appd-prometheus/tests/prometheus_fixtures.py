@@ -9,14 +9,13 @@ import subprocess
 import sys
 import textwrap
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from support import descendants, free_port, kill_pids
 
 import appd.supervisor
 
@@ -185,19 +184,3 @@ class Project:
                 proc.kill()
                 proc.wait()
         return proc.returncode
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Iterator[Project]:
-    before = set(descendants())
-    (tmp_path / "services.py").write_text(SERVICES_PY)
-    proj = Project(tmp_path, free_port(), free_port())
-    proj.write_config()
-    try:
-        yield proj
-    finally:
-        for proc in proj.procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        kill_pids(set(descendants()) - before)

@@ -198,12 +198,14 @@ class SystemdPlugin:
             return None
         if self._activation_error is not None:
             raise ConfigurationError(f"socket activation: {self._activation_error}")
+        # The validated settings when the service has them, else its attributes.
+        where = getattr(service, "settings", None) or service
         sock = find_socket(
             self._passed,
             service.name,
-            host=getattr(service, "host", None),
-            port=getattr(service, "port", None),
-            path=getattr(service, "path", None),
+            host=getattr(where, "host", None),
+            port=getattr(where, "port", None),
+            path=getattr(where, "path", None),
         )
         if sock is not None:
             self._passed = [p for p in self._passed if p.sock is not sock]

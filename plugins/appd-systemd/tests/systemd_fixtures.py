@@ -10,13 +10,13 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import descendants, free_port, kill_pids, wait_for
+from support import wait_for
 
 import appd.supervisor
 
@@ -102,23 +102,6 @@ class NotifySocket:
         return found[0]
 
 
-@pytest.fixture(params=["path", "abstract"])
-def notify_socket(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[NotifySocket]:
-    """A real notification socket, at a path or at an abstract address (``@name``)."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    if request.param == "path":
-        address: str = str(tmp_path / "notify.sock")
-        sock.bind(address)
-        name = address
-    else:
-        abstract = f"appd-systemd-test-{os.getpid()}-{os.urandom(4).hex()}"
-        sock.bind(b"\0" + abstract.encode())
-        name = "@" + abstract
-    receiver = NotifySocket(sock, name)
-    try:
-        yield receiver
-    finally:
-        receiver.close()
 
 
 SERVICES_PY = textwrap.dedent(
@@ -247,19 +230,3 @@ class Project:
                 proc.kill()
                 proc.wait()
         return proc.returncode
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Iterator[Project]:
-    before = set(descendants())
-    (tmp_path / "services.py").write_text(SERVICES_PY)
-    proj = Project(tmp_path, {"echo": free_port()})
-    proj.write_config()
-    try:
-        yield proj
-    finally:
-        for proc in proj.procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        kill_pids(set(descendants()) - before)
