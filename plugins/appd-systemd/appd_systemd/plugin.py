@@ -42,9 +42,10 @@ SYSTEMD_ENV: Final = (NOTIFY_SOCKET_ENV, *WATCHDOG_ENV, *LISTEN_ENV)
 #: least once a second while the supervisor's loop runs).
 _STATUS_STALE_AFTER: Final = 2.0
 
-#: The least ``max_heartbeat_age`` by default: between two status writes (up to a second apart)
-#: a process that is alive looks older by the time since the last one.
-MIN_HEARTBEAT_AGE: Final = 1.5
+#: The least ``max_heartbeat_age`` by default.  A live process shows life about twice a second
+#: and the status comes about once a second, so between two status writes a live process can
+#: look up to about 1.5 s old; below two ping intervals for any ``WatchdogSec`` of 2 s or more.
+MIN_HEARTBEAT_AGE: Final = 1.75
 
 _log = get_logger("appd.systemd")
 

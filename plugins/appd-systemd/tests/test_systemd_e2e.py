@@ -171,7 +171,7 @@ def test_watchdog_pings_stop_while_a_service_process_is_stopped(
              message="regular pings")
     pings = notify_socket.with_key("WATCHDOG", "1")
     gaps = [b.at - a.at for a, b in itertools.pairwise(pings)]
-    assert max(gaps) < interval * 1.5, gaps
+    assert max(gaps) < interval * 2, gaps  # what systemd tolerates
     victim = pids_of(project.status(), "echo")[1]
     os.kill(victim, signal.SIGSTOP)
     stopped_at = time.monotonic()
