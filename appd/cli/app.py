@@ -115,7 +115,7 @@ def load(
     config = finish_config(
         raw,
         configure=lambda data: hooks.appd_configure(config=data),
-        disabled_plugins=hooks.pm.disabled,
+        disabled_plugins={*hooks.pm.disabled, *hooks.pm.disabled_entry_points},
     )
     return config, hooks
 
@@ -346,7 +346,7 @@ def plugin_rows(hooks: Hooks) -> tuple[list[list[str]], list[tuple[str, str]]]:
     from appd.cli.listing import list_plugins
 
     report = list_plugins(hooks.pm)
-    loaded = [[p.name, ", ".join(p.hooks) or "-"] for p in report.loaded]
+    loaded = [[p.name, p.source, ", ".join(p.hooks) or "-"] for p in report.loaded]
     failed = [(f.name, f.error) for f in report.failures]
     failed += [(name, "disabled by APPD_DISABLE_PLUGINS") for name in report.disabled]
     return loaded, failed

@@ -133,10 +133,12 @@ def test_restarts_and_states_come_from_the_supervisors_status(project: Project) 
 def test_disabled_or_unconfigured_there_is_no_endpoint(project: Project) -> None:
     listed = project.appd("plugins")
     assert any(line.startswith("prometheus ") for line in listed.stdout.splitlines())
-    off = project.appd("plugins", env={"APPD_DISABLE_PLUGINS": "appd-prometheus"})
+    assert "entry point appd-prometheus:prometheus" in listed.stdout
+    off = project.appd("plugins", env={"APPD_DISABLE_PLUGINS": "prometheus"})
     assert not any(line.startswith("prometheus ") for line in off.stdout.splitlines())
 
-    proc = project.run({"APPD_DISABLE_PLUGINS": "prometheus"})  # the table is ignored
+    # Turned off by its distribution's name: its [prometheus] table is ignored.
+    proc = project.run({"APPD_DISABLE_PLUGINS": "appd-prometheus"})
     wait_for(project.ready_pids, timeout=30, message="both processes ready")
     with project.client() as client:
         assert client.call("echo", 1) == 1

@@ -379,7 +379,7 @@ class SystemdPlugin:
         config = finish_config(
             read_config(args.config),
             configure=lambda data: hooks.appd_configure(config=data),
-            disabled_plugins=hooks.pm.disabled,
+            disabled_plugins={*hooks.pm.disabled, *hooks.pm.disabled_entry_points},
         )
         if self.config_error is not None:
             raise self.config_error
