@@ -172,6 +172,8 @@ class SystemdPlugin:
         except ValueError as exc:
             self._activation_error = str(exc)
             _log.error("socket activation failed", error=str(exc))
+        if self.notifier is None and not self._passed:
+            return  # not started by systemd: nothing to do
         _log.info(
             "systemd integration",
             notify=self.notifier is not None,
@@ -269,7 +271,7 @@ class SystemdPlugin:
         self._stop.set()
         if self.notifier is not None:
             with self._lock:
-                self._send_stopping(None)
+                self._send_stopping()
 
     @hookimpl
     def appd_add_commands(
@@ -294,7 +296,7 @@ class SystemdPlugin:
         assert self.notifier is not None
         state = status.get("state")
         if state == "stopping":
-            self._send_stopping(status)
+            self._send_stopping()
             return
         if state == "reloading" and not self._reloading:
             self._reload_seen_in_status = True
@@ -321,7 +323,7 @@ class SystemdPlugin:
         self.notifier.send("RELOADING=1", f"MONOTONIC_USEC={monotonic_usec}", "STATUS=reloading")
         _log.info("systemd notified: reloading")
 
-    def _send_stopping(self, status: Mapping[str, Any] | None) -> None:
+    def _send_stopping(self) -> None:
         assert self.notifier is not None
         if self._stopping_sent:
             return
