@@ -28,9 +28,9 @@ from appd.errors import (
     TransportError,
     UnknownCommand,
 )
+from appd.hooks import Hooks, get_plugin_manager, load_hooks
 from appd.hookspecs import hookimpl
 from appd.logging import configure_logging, get_logger
-from appd.plugins import Hooks, get_plugin_manager, load_hooks
 from appd.runtime import (
     DaemonRunStatus,
     RestartPolicy,

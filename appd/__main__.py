@@ -1,5 +1,5 @@
 """``python -m appd``: the same as the ``appd`` command."""
 
-from appd.cli import main
+from appd.cli.commands import main
 
 raise SystemExit(main())

@@ -5,10 +5,11 @@ Sources, in this order:
 1. the ``appd.services`` entry-point group: an entry names a service class
    (``power = "appd_power.services:PowerService"``) or a module
    (``power = "appd_power.services"``), whose service classes are taken;
-2. the ``appd_services()`` hook of every plugin;
-3. ``<app>/services.py`` of every app in Django's ``INSTALLED_APPS``, when Django settings are
-   configured (as Django's admin discovers ``admin.py``);
-4. modules and directories named in configuration.
+2. the ``appd_services()`` hook of every plugin, the builtin
+   :mod:`appd.contrib.django.discovery` among them: ``<app>/services.py`` of every app in
+   Django's ``INSTALLED_APPS`` when Django settings are configured (as Django's admin discovers
+   ``admin.py``), so this module imports nothing of Django;
+3. modules and directories named in configuration.
 
 A module's services are the concrete :class:`~appd.service.AppServiceBase` subclasses it
 *defines*: a class merely imported into a module belongs to the module that defines it, and
@@ -28,27 +29,30 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import importlib_metadata
 
 from appd.errors import DiscoveryError, DuplicateServiceError
+from appd.hooks import Hooks, get_plugin_manager
 from appd.service import AppServiceBase, is_service_class
 
-if TYPE_CHECKING:
-    from appd.plugins import Hooks
-
 __all__ = [
+    "DJANGO_PLUGIN",
     "ENTRY_POINT_GROUP",
     "SERVICES_MODULE",
     "DiscoveredService",
     "class_path",
     "discover_services",
+    "import_services_module",
     "services_in_module",
 ]
 
 #: Entry-point group through which distributions declare services.
 ENTRY_POINT_GROUP: Final = "appd.services"
+
+#: The builtin plugin that contributes Django apps' ``services.py`` (``django=False`` skips it).
+DJANGO_PLUGIN: Final = "appd.contrib.django.discovery"
 
 #: The module name looked for in every Django app and every configured directory.
 SERVICES_MODULE: Final = "services"
@@ -75,7 +79,7 @@ def services_in_module(module: ModuleType) -> list[type[AppServiceBase]]:
     ]
 
 
-def _import(module_name: str, what: str) -> ModuleType:
+def import_services_module(module_name: str, what: str) -> ModuleType:
     """Import ``module_name``; any failure is a DiscoveryError naming ``what`` and the module."""
     try:
         return importlib.import_module(module_name)
@@ -134,37 +138,15 @@ def _from_entry_points(collector: _Collector) -> None:
             collector.add(target, source)
 
 
-def _from_hooks(collector: _Collector, hooks: Hooks) -> None:
+def _from_hooks(collector: _Collector, hooks: Hooks, *, django: bool) -> None:
     for plugin_name, classes in hooks.appd_services():
-        for cls in classes:
-            collector.add(cls, f"hook appd_services of plugin {plugin_name}")
-
-
-def _django_in_use() -> bool:
-    if "django" not in sys.modules and not os.environ.get("DJANGO_SETTINGS_MODULE"):
-        return False
-    try:
-        from django.conf import settings
-    except ImportError:
-        return False
-    return bool(settings.configured or os.environ.get("DJANGO_SETTINGS_MODULE"))
-
-
-def _from_django(collector: _Collector) -> None:
-    if not _django_in_use():
-        return
-    import django
-    from django.apps import apps
-    from django.utils.module_loading import module_has_submodule
-
-    if not apps.ready:
-        django.setup()
-    for app in apps.get_app_configs():
-        if not module_has_submodule(app.module, SERVICES_MODULE):
+        if not django and plugin_name == DJANGO_PLUGIN:
             continue
-        module_name = f"{app.name}.{SERVICES_MODULE}"
-        module = _import(module_name, f"services.py of Django app {app.label!r}")
-        collector.add_module(module, f"module {module_name}")
+        for item in classes:
+            if isinstance(item, ModuleType):
+                collector.add_module(item, f"module {item.__name__}")
+            else:
+                collector.add(item, f"hook appd_services of plugin {plugin_name}")
 
 
 def _from_directory(collector: _Collector, directory: Path) -> None:
@@ -181,7 +163,7 @@ def _from_directory(collector: _Collector, directory: Path) -> None:
         if child.is_dir() and (child / f"{SERVICES_MODULE}.py").is_file():
             names.append(f"{child.name}.{SERVICES_MODULE}")
     for module_name in names:
-        module = _import(module_name, f"services module in directory {root}")
+        module = import_services_module(module_name, f"services module in directory {root}")
         expected = directory.resolve() / (module_name.replace(".", os.sep) + ".py")
         found = Path(getattr(module, "__file__", "") or "").resolve()
         if found != expected:
@@ -215,14 +197,13 @@ def discover_services(
     collector = _Collector()
     if entry_points:
         _from_entry_points(collector)
-    if hooks is not None:
-        _from_hooks(collector, hooks)
-    if django:
-        _from_django(collector)
+    if hooks is None:
+        # Only the builtin plugins (Django's app discovery among them), no third parties.
+        hooks = Hooks(get_plugin_manager(entry_points=False))
+    _from_hooks(collector, hooks, django=django)
     for module_name in modules:
-        collector.add_module(
-            _import(module_name, "configured services module"), f"module {module_name}"
-        )
+        module = import_services_module(module_name, "configured services module")
+        collector.add_module(module, f"module {module_name}")
     for directory in directories:
         _from_directory(collector, Path(directory))
     return list(collector.found.values())

@@ -12,12 +12,14 @@ to ``processes - 1``); it stays the same when the process at that index is resta
 from __future__ import annotations
 
 from collections.abc import Mapping, MutableMapping, Sequence
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import pluggy
 
 if TYPE_CHECKING:
     import argparse
+    import socket
 
     from appd.service import AppServiceBase
 
@@ -72,13 +74,15 @@ def appd_configure(config: MutableMapping[str, Any]) -> None:
 
 
 @hookspec
-def appd_services() -> list[type[AppServiceBase]]:
+def appd_services() -> list[type[AppServiceBase] | ModuleType]:
     """Contribute service classes, besides entry points and ``services.py`` discovery.
 
     Every result counts: the lists of all plugins are joined.  A class returned by two
-    sources is one service; two different classes with one name are an error.
+    sources is one service; two different classes with one name are an error.  A module in
+    the list stands for the service classes it defines (appd's Django app discovery returns
+    each app's ``services`` module this way).
 
-    :returns: a list of concrete subclasses of :class:`appd.AppServiceBase`.
+    :returns: a list of concrete subclasses of :class:`appd.AppServiceBase`, or of modules.
     """
     raise NotImplementedError
 
@@ -144,6 +148,49 @@ def appd_quit(reason: str) -> None:
     """Called when the supervisor shuts down, and in each service process on quit.
 
     :param reason: why: ``"signal SIGTERM"``, ``"stop"``, ``"fatal"``, ...
+    """
+
+
+# -------------------------------------------------------------------------------------------
+# The supervisor
+# -------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def appd_listener(service: AppServiceBase) -> socket.socket | None:
+    """Give a socket service a listening socket instead of letting the supervisor bind one.
+
+    Called in the supervisor before the first fork, once per socket service (and again for a
+    service that a reload adds).  Stops at the first non-``None`` result.  Socket activation
+    uses it: a service manager that passed listening sockets (``LISTEN_FDS``) hands them over.
+
+    :param service: the socket service about to be bound.
+    :returns: a bound, listening socket the supervisor then owns, or ``None`` to let it bind
+        the service's own address.
+    """
+
+
+@hookspec
+def appd_status(status: Mapping[str, Any]) -> None:
+    """Called in the supervisor each time it writes its status: on every change, and at least
+    once a second while it runs.
+
+    The argument is the document ``appd status --json`` prints (its schema is in
+    docs/cli.md): the supervisor's state, and per service its state and its processes, each
+    with ``state``, ``pid``, ``restarts``, ``requests`` and ``heartbeat_age`` (seconds since
+    the process last showed life).  Readiness and watchdog notifications, and metrics of
+    process state, are built on it.  Called from the supervisor's loop: return quickly.
+
+    :param status: the status document; read-only.
+    """
+
+
+@hookspec
+def appd_reload(phase: str) -> None:
+    """Called in the supervisor around a reload (SIGHUP, ``appd restart``).
+
+    :param phase: ``"begin"`` when the reload starts, ``"end"`` once every process has been
+        replaced (or a later reload took over).
     """
 
 

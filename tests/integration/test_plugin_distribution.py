@@ -21,8 +21,8 @@ from structlog.testing import capture_logs
 from support import build_wheel, installed_wheel
 
 from appd import discover_services, get_plugin_manager, hookspecs, load_hooks
-from appd.listing import list_plugins, list_services
-from appd.plugins import Hooks
+from appd.cli.listing import list_plugins, list_services
+from appd.hooks import Hooks
 
 DIST = "appd-demo-plugin"
 PACKAGE = "appd_demo_plugin"

@@ -1,4 +1,5 @@
-"""``appd.app.load`` with a ConfigSource: how ``manage.py appd`` gives appd ``settings.APPD``."""
+"""``appd.cli.app.load`` with a ConfigSource: how ``manage.py appd`` gives appd
+``settings.APPD``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from appd.app import ConfigSource, config_source, load
+from appd.cli.app import ConfigSource, config_source, load
 from appd.config import RawConfig
 from appd.errors import ConfigurationError
 from appd.hookspecs import hookimpl

@@ -13,9 +13,9 @@ import pytest
 from recording_plugin import HookContributedService, Recorder
 
 from appd import AppServiceBase, discover_services, load_hooks
+from appd.cli.listing import list_services
 from appd.discovery import DiscoveredService
 from appd.errors import DiscoveryError, DuplicateServiceError
-from appd.listing import list_services
 
 
 @pytest.fixture

@@ -14,9 +14,9 @@ from structlog.testing import capture_logs
 
 from appd import AppServiceBase, hookimpl, hookspecs
 from appd.cli import main
+from appd.cli.listing import list_plugins
 from appd.errors import DiscoveryError
-from appd.listing import list_plugins
-from appd.plugins import ESSENTIAL_PLUGINS, Hooks, get_plugin_manager, load_hooks
+from appd.hooks import DEFAULT_PLUGINS, ESSENTIAL_PLUGINS, Hooks, get_plugin_manager, load_hooks
 
 SPEC_NAMES = sorted(name for name in vars(hookspecs) if name.startswith("appd_"))
 
@@ -55,12 +55,15 @@ def test_every_spec_has_the_documented_names_and_markers() -> None:
         "appd_add_commands",
         "appd_configure",
         "appd_crash",
+        "appd_listener",
         "appd_post_fork",
         "appd_pre_fork",
         "appd_quit",
+        "appd_reload",
         "appd_request",
         "appd_service_ready",
         "appd_services",
+        "appd_status",
     ]
     assert spec_args("appd_crash") == [
         "service",
@@ -83,7 +86,7 @@ def test_nothing_is_registered_at_import_and_each_factory_call_is_fresh() -> Non
     first = get_plugin_manager(entry_points=False, environ={})
     second = get_plugin_manager(entry_points=False, environ={})
     assert first is not second
-    assert [name for name, _ in first.list_name_plugin()] == list(ESSENTIAL_PLUGINS)
+    assert [name for name, _ in first.list_name_plugin()] == [*ESSENTIAL_PLUGINS, *DEFAULT_PLUGINS]
 
 
 def test_configure_is_historic_and_may_change_the_config(recorder: Recorder) -> None:
@@ -250,8 +253,8 @@ def test_tracing_is_off_by_default(hooks: Hooks) -> None:
 def test_list_plugins_shows_hooks_and_sources(hooks: Hooks, recorder: Recorder) -> None:
     report = list_plugins(hooks.pm)
     by_name = {info.name: info for info in report.loaded}
-    assert by_name["appd.core_hooks"].source == "builtin"
-    assert by_name["appd.core_hooks"].hooks == ("appd_request",)
+    assert by_name["appd.hooks.core"].source == "builtin"
+    assert by_name["appd.hooks.core"].hooks == ("appd_request",)
     mine = by_name[hooks.pm.get_name(recorder)]
     assert mine.hooks == tuple(SPEC_NAMES)
     assert report.failures == []

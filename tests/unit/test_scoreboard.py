@@ -2,7 +2,7 @@ import os
 
 from support import wait_for
 
-from appd.scoreboard import Scoreboard, SlotState
+from appd.supervisor.scoreboard import Scoreboard, SlotState
 
 
 def test_a_forked_child_writes_its_slot_and_the_parent_sees_it() -> None:

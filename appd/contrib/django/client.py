@@ -31,7 +31,7 @@ def service_client(name: str, *, timeout: float = 30.0) -> SecureSocketAppClient
     with _lock:
         client = _clients.get(name)
         if client is None:
-            from appd.app import client_for, load
+            from appd.cli.app import client_for, load
             from appd.contrib.django.config import django_config_source
 
             config, hooks = load(None, source=django_config_source())

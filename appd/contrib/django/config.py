@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
-from appd.app import ConfigSource
+from appd.cli.app import ConfigSource
 from appd.config import RawConfig
 from appd.errors import ConfigurationError
 

@@ -15,9 +15,9 @@ from typing import Any, Final
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from appd import cli
-from appd.app import config_source
+from appd.cli.app import config_source
 from appd.contrib.django.config import django_config_source
-from appd.plugins import load_hooks
+from appd.hooks import load_hooks
 
 __all__ = ["Command", "run_appd"]
 

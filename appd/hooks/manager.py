@@ -27,22 +27,26 @@ import os
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Final
 
 import importlib_metadata
 import pluggy
 
-from appd import core_hooks, hookspecs
+from appd import hookspecs
 from appd.errors import AppdError, DiscoveryError
+from appd.hooks import core as core_hooks
 from appd.logging import get_logger
 
 if TYPE_CHECKING:
     import argparse
+    import socket
 
     from appd.service import AppServiceBase
 
 __all__ = [
     "DISABLE_ENV",
+    "DEFAULT_PLUGINS",
     "ENTRY_POINT_GROUP",
     "ESSENTIAL_PLUGINS",
     "TRACE_ENV",
@@ -58,7 +62,11 @@ __all__ = [
 ENTRY_POINT_GROUP: Final = "appd.plugins"
 
 #: Builtin plugins (module names) that cannot be disabled: appd does not work without them.
-ESSENTIAL_PLUGINS: Final = ("appd.core_hooks",)
+ESSENTIAL_PLUGINS: Final = ("appd.hooks.core",)
+
+#: Builtin plugins (module names) registered after the essential ones; they can be disabled
+#: through :data:`DISABLE_ENV` like any other.  Each imports nothing heavy until a hook runs.
+DEFAULT_PLUGINS: Final = ("appd.contrib.django.discovery",)
 
 #: Environment variable: comma-separated names of plugins not to load.
 DISABLE_ENV: Final = "APPD_DISABLE_PLUGINS"
@@ -228,6 +236,10 @@ def get_plugin_manager(
     for module_name in ESSENTIAL_PLUGINS:
         pm.register(importlib.import_module(module_name), name=module_name)
         pm.sources[module_name] = "builtin"
+    for module_name in DEFAULT_PLUGINS:
+        if module_name not in pm.disabled:
+            pm.register(importlib.import_module(module_name), name=module_name)
+            pm.sources[module_name] = "builtin"
     for plugin in plugins:
         name = pm.register(plugin)
         if name is not None:
@@ -272,7 +284,7 @@ class Hooks:
         with _failure_logged("appd_configure"):
             self.pm.hook.appd_configure.call_historic(kwargs={"config": config})
 
-    def appd_services(self) -> list[tuple[str, list[type[AppServiceBase]]]]:
+    def appd_services(self) -> list[tuple[str, list[type[AppServiceBase] | ModuleType]]]:
         """Collect ``appd_services`` per plugin: ``(plugin name, classes)`` pairs.
 
         Each implementation is called on its own so that every class can be traced to the
@@ -280,12 +292,14 @@ class Hooks:
 
         :raises DiscoveryError: an implementation raised or returned something not a list.
         """
-        contributions: list[tuple[str, list[type[AppServiceBase]]]] = []
+        contributions: list[tuple[str, list[type[AppServiceBase] | ModuleType]]] = []
         for impl in reversed(self.pm.hook.appd_services.get_hookimpls()):
             if impl.wrapper or impl.hookwrapper:
                 continue
             try:
                 result = impl.function()
+            except DiscoveryError:
+                raise
             except Exception as exc:
                 raise DiscoveryError(
                     f"appd_services of plugin {impl.plugin_name!r} raised {_one_line(exc)}"
@@ -297,7 +311,8 @@ class Hooks:
                     f"appd_services of plugin {impl.plugin_name!r} returned "
                     f"{type(result).__name__}, not a list of service classes"
                 )
-            contributions.append((impl.plugin_name, list(result)))
+            if result:
+                contributions.append((impl.plugin_name, list(result)))
         return contributions
 
     def appd_pre_fork(self, *, service: AppServiceBase, worker: int) -> None:
@@ -336,6 +351,22 @@ class Hooks:
     def appd_quit(self, *, reason: str) -> None:
         """Fire ``appd_quit`` (in the supervisor, and in each service process on quit)."""
         self._notify("appd_quit", reason=reason)
+
+    def appd_listener(self, *, service: AppServiceBase) -> socket.socket | None:
+        """A listening socket a plugin gives ``service`` (socket activation), or ``None``.
+
+        Errors go through: a plugin that fails to hand over a socket fails the start.
+        """
+        result = self.pm.hook.appd_listener(service=service)
+        return result  # type: ignore[no-any-return]
+
+    def appd_status(self, *, status: Mapping[str, Any]) -> None:
+        """Fire ``appd_status`` in the supervisor with the status it just wrote."""
+        self._notify("appd_status", status=status)
+
+    def appd_reload(self, *, phase: str) -> None:
+        """Fire ``appd_reload`` (``"begin"`` / ``"end"``) in the supervisor."""
+        self._notify("appd_reload", phase=phase)
 
     def appd_request(
         self,

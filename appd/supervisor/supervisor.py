@@ -26,14 +26,14 @@ from typing import Any
 
 from appd.config import AppdConfig, ServiceConfig
 from appd.discovery import class_path
+from appd.hooks import Hooks
 from appd.logging import get_logger
-from appd.plugins import Hooks
 from appd.runtime import quit_requested
 from appd.runtime.process import ExitInfo, reap, spawn, stop_processes
 from appd.runtime.restart import RestartTracker
 from appd.runtime.signals import install_quit_handlers
-from appd.scoreboard import Scoreboard, SlotState
 from appd.service import AppServiceBase
+from appd.supervisor.scoreboard import Scoreboard, SlotState
 
 __all__ = ["ProcessState", "Supervisor", "status_path_for"]
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from appd.discovery import DiscoveredService, class_path
-from appd.plugins import AppdPluginManager, PluginFailure
+from appd.hooks import AppdPluginManager, PluginFailure
 
 __all__ = [
     "PluginInfo",

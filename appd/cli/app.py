@@ -19,8 +19,8 @@ from typing import Any
 from appd.config import AppdConfig, RawConfig, ServiceConfig, finish_config, read_config
 from appd.discovery import DiscoveredService, discover_services
 from appd.errors import AppdError, ConfigurationError
+from appd.hooks import Hooks, load_hooks
 from appd.logging import configure_logging, get_logger
-from appd.plugins import Hooks, load_hooks
 from appd.service import AppServiceBase
 
 __all__ = [
@@ -226,7 +226,7 @@ def start_daemonized(config: AppdConfig, *, config_path: str | None, timeout: fl
     config.run_dir.mkdir(parents=True, exist_ok=True)
     result, pid = start_daemon(
         pid_filename=str(config.pid_file),
-        daemon_entry="appd.app:daemon_main",
+        daemon_entry="appd.cli.app:daemon_main",
         daemon_args={
             "config_path": None if config_path is None else str(Path(config_path).resolve())
         },
@@ -308,7 +308,7 @@ def client_for(config: AppdConfig, hooks: Hooks, name: str, *, timeout: float) -
 
 def service_rows(config: AppdConfig, hooks: Hooks) -> list[list[str]]:
     """``appd list``: name, class, source and address of every discovered service."""
-    from appd.listing import list_services
+    from appd.cli.listing import list_services
 
     settings = {name: dict(sc.settings) for name, sc in config.services.items()}
     return [
@@ -319,7 +319,7 @@ def service_rows(config: AppdConfig, hooks: Hooks) -> list[list[str]]:
 
 def plugin_rows(hooks: Hooks) -> tuple[list[list[str]], list[tuple[str, str]]]:
     """``appd plugins``: loaded plugins with their hooks, and plugins that failed to load."""
-    from appd.listing import list_plugins
+    from appd.cli.listing import list_plugins
 
     report = list_plugins(hooks.pm)
     loaded = [[p.name, ", ".join(p.hooks) or "-"] for p in report.loaded]

@@ -18,8 +18,8 @@ from typing import Any, Final
 
 from appd.config import AppdConfig
 from appd.errors import AppdError
+from appd.hooks import Hooks, load_hooks
 from appd.logging import configure_logging
-from appd.plugins import Hooks, load_hooks
 
 __all__ = ["EXIT_ERROR", "EXIT_NOT_RUNNING", "EXIT_OK", "EXIT_USAGE", "main"]
 
@@ -120,7 +120,7 @@ def _config(args: argparse.Namespace) -> AppdConfig:
 
 
 def _load(args: argparse.Namespace) -> tuple[AppdConfig, Hooks]:
-    from appd.app import load
+    from appd.cli.app import load
 
     return load(args.config)
 
@@ -129,13 +129,13 @@ def _load(args: argparse.Namespace) -> tuple[AppdConfig, Hooks]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from appd.app import run_supervisor
+    from appd.cli.app import run_supervisor
 
     return run_supervisor(*_load(args), hold_pid_file=True)
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    from appd.app import start_daemonized
+    from appd.cli.app import start_daemonized
 
     config = _config(args)
     return start_daemonized(config, config_path=args.config, timeout=args.timeout)
@@ -242,7 +242,7 @@ def _json_or_string(text: str) -> Any:
 
 
 def cmd_call(args: argparse.Namespace) -> int:
-    from appd.app import client_for
+    from appd.cli.app import client_for
 
     config, hooks = _load(args)
     positional, keywords = parse_call_arguments(args.args)
@@ -256,7 +256,7 @@ def cmd_call(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from appd.app import service_rows
+    from appd.cli.app import service_rows
 
     rows = service_rows(*_load(args))
     if not rows:
@@ -267,7 +267,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from appd.app import plugin_rows
+    from appd.cli.app import plugin_rows
 
     loaded, failed = plugin_rows(_load(args)[1])
     _print_table(["PLUGIN", "HOOKS"], loaded)
@@ -277,7 +277,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from appd.app import check
+    from appd.cli.app import check
 
     problems, notes = check(*_load(args))
     for note in notes:

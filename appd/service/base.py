@@ -124,13 +124,3 @@ def is_service_class(obj: object) -> bool:
         and not inspect.isabstract(obj)
     )
 
-
-# The secure socket service is defined in its own module; importing it here keeps the seed's
-# ``from ... import SecureSocketAppService, SecureSocketAppClient`` working from one place.
-from appd.socket_service import (  # noqa: E402
-    SecureSocketAppClient,
-    SecureSocketAppService,
-    command,
-)
-
-__all__ += ["SecureSocketAppClient", "SecureSocketAppService", "command"]

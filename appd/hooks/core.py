@@ -10,7 +10,7 @@ from appd.hookspecs import RequestHandler, RequestReply, hookimpl
 
 __all__ = ["appd_request", "innermost_handler"]
 
-#: Set by :meth:`appd.plugins.Hooks.appd_request` when the caller names the handler to use
+#: Set by :meth:`appd.hooks.Hooks.appd_request` when the caller names the handler to use
 #: instead of ``service.process_request`` (per thread and per task, as requests are).
 innermost_handler: ContextVar[Callable[[Any], RequestReply] | None] = ContextVar(
     "appd_innermost_handler", default=None

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, TypeVar, overload
 from appd.errors import ConfigurationError, UnknownCommand
 from appd.logging import get_logger
 from appd.runtime import quit_requested
-from appd.service import AppServiceBase
+from appd.service.base import AppServiceBase
 from appd.transport.client import SecureSocketAppClient
 from appd.transport.crypto import key_bytes
 from appd.transport.listen import bind_listener, format_address
