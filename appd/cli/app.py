@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from appd.capacity import Capacities, open_backend
 from appd.config import AppdConfig, RawConfig, ServiceConfig, finish_config, read_config
 from appd.discovery import DiscoveredService, discover_services
 from appd.errors import AppdError, ConfigurationError
@@ -25,6 +26,7 @@ from appd.service import AppServiceBase
 
 __all__ = [
     "ConfigSource",
+    "capacity_status",
     "check",
     "client_for",
     "config_source",
@@ -140,6 +142,7 @@ def prepare_services(
             f"{', '.join(sorted(unknown))}"
         )
     services = []
+    capacities = Capacities(config.capacities)  # opened lazily, in the process that uses one
     for item in found:
         service_config: ServiceConfig = config.service(item.name)
         if only_enabled and (
@@ -149,6 +152,7 @@ def prepare_services(
             continue
         service = item.cls()
         apply_settings(service, service_config.settings, source=config.source or "configuration")
+        service.capacities = capacities
         services.append(service)
     return services
 
@@ -362,4 +366,37 @@ def check(config: AppdConfig, hooks: Hooks) -> tuple[list[str], list[str]]:
             if service.path:
                 Path(service.path).unlink(missing_ok=True)
             notes.append(f"service {service.name}: address free")
+    for name, capacity in sorted(config.capacities.items()):
+        try:
+            backend = open_backend(capacity)
+            try:
+                backend.check()
+            finally:
+                backend.close()
+        except AppdError as exc:
+            problems.append(str(exc))
+        else:
+            what = "slot directory usable" if capacity.is_local else "Redis answers"
+            notes.append(f"capacity {name}: {backend.label}: {what}")
     return problems, notes
+
+
+def capacity_status(config: AppdConfig) -> dict[str, dict[str, Any]]:
+    """Each configured capacity as its backend reports it now (``appd status``): ``limit``,
+    ``backend``, ``holders`` (each ``holder``, ``token``, ``expires_in``) and ``waiters``; with
+    ``error`` (and null holders and waiters) when the backend cannot be asked."""
+    result: dict[str, dict[str, Any]] = {}
+    for name, capacity in sorted(config.capacities.items()):
+        entry: dict[str, Any] = {"limit": capacity.limit, "backend": capacity.backend_label}
+        try:
+            backend = open_backend(capacity)
+            try:
+                status = backend.status().as_dict()
+            finally:
+                backend.close()
+        except AppdError as exc:
+            entry.update(holders=None, waiters=None, error=str(exc))
+        else:
+            entry.update(holders=status["holders"], waiters=status["waiters"])
+        result[name] = entry
+    return result

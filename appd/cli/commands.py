@@ -180,6 +180,7 @@ def _wait_until(condition: Callable[[], bool], timeout: float) -> bool:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from appd.cli.app import capacity_status
     from appd.runtime.pidfile import read_live_pid
     from appd.supervisor import status_path_for
 
@@ -196,6 +197,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError):
         status = {"state": "starting", "services": {}}
     status["pid"] = pid
+    status["capacities"] = capacity_status(config)
     if args.json:
         print(json.dumps(status, indent=2, sort_keys=True))
         return EXIT_OK
@@ -211,7 +213,24 @@ def cmd_status(args: argparse.Namespace) -> int:
                 f"    [{proc['worker']}] {proc['state']:<8} pid={proc['pid']}"
                 f"  uptime={uptime}  restarts={proc['restarts']}  requests={proc['requests']}"
             )
+    _print_capacities(status["capacities"])
     return EXIT_OK
+
+
+def _print_capacities(capacities: dict[str, dict[str, Any]]) -> None:
+    """``capacity pdu: 2/5 held, 1 waiting (backend)`` and a line per holder."""
+    for name, capacity in capacities.items():
+        if capacity.get("error"):
+            print(f"  capacity {name}: limit {capacity['limit']}, unavailable: {capacity['error']}")
+            continue
+        print(
+            f"  capacity {name}: {len(capacity['holders'])}/{capacity['limit']} held, "
+            f"{capacity['waiters']} waiting ({capacity['backend']})"
+        )
+        for holder in capacity["holders"]:
+            expires = holder["expires_in"]
+            lasts = "until its process ends" if expires is None else f"expires in {expires:.1f}s"
+            print(f"    {holder['holder']}  token={holder['token']}  {lasts}")
 
 
 # -- call ---------------------------------------------------------------------------------------
