@@ -5,7 +5,7 @@ Holding a slot is holding an exclusive ``flock`` on its file, so the kernel free
 moment its holder dies, however it dies (``kill -9`` included): no lease ever outlives its
 process, and nothing needs renewing.  The fencing counter is ``D/pdu.token`` (updated under its
 own lock), and each waiter holds a locked file in ``D/pdu.waiting/`` so ``appd status`` can
-count them.  Waiters poll the slots with jittered, growing pauses (1 ms up to 50 ms).
+count them.  Waiters poll the slots with jittered, growing pauses (1 ms up to 20 ms).
 
 Every process that shares the limit must use the same directory and the same limit.
 """
@@ -18,6 +18,7 @@ import fcntl
 import json
 import os
 import random
+import threading
 import time
 from pathlib import Path
 from typing import Final
@@ -29,7 +30,7 @@ __all__ = ["LocalBackend"]
 
 #: First and longest pause between polls of the slots, in seconds.
 POLL_MIN: Final = 0.001
-POLL_MAX: Final = 0.05
+POLL_MAX: Final = 0.02
 
 _OPEN_FLAGS: Final = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
 
@@ -43,6 +44,8 @@ class LocalBackend:
         self.directory = Path(directory)
         self.label = f"local {self.directory}"
         self._waiting: dict[str, tuple[int, Path]] = {}
+        self._token_lock = threading.Lock()
+        self._token_file: tuple[int, int] | None = None  # (pid, fd)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._waiters_dir.mkdir(exist_ok=True)
@@ -96,23 +99,30 @@ class LocalBackend:
     def _next_token(self) -> int:
         """One more than the last token, and never below the clock in microseconds, so tokens
         keep increasing even when the counter file is removed."""
-        path = self.directory / f"{self.name}.token"
-        try:
-            fd = os.open(path, _OPEN_FLAGS, 0o644)
-        except OSError as exc:
-            raise self._unavailable("cannot open the token counter", exc) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            text = os.pread(fd, 64, 0).strip()
-            last = int(text) if text.isdigit() else 0
-            token = max(last + 1, time.time_ns() // 1000)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, str(token).encode(), 0)
-            return token
-        except OSError as exc:
-            raise self._unavailable("cannot update the token counter", exc) from None
-        finally:
-            os.close(fd)  # releases the lock
+        with self._token_lock:  # flock does not exclude threads sharing one open file
+            try:
+                fd = self._token_fd()
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as exc:
+                raise self._unavailable("cannot open the token counter", exc) from None
+            try:
+                text = os.pread(fd, 64, 0).strip()
+                last = int(text) if text.isdigit() else 0
+                token = max(last + 1, time.time_ns() // 1000)
+                os.pwrite(fd, str(token).encode().ljust(len(text)), 0)
+                return token
+            except OSError as exc:
+                raise self._unavailable("cannot update the token counter", exc) from None
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _token_fd(self) -> int:
+        """The counter file, opened once per process (a forked child opens its own: an open
+        file shared with the parent would share its lock)."""
+        if self._token_file is None or self._token_file[0] != os.getpid():
+            fd = os.open(self.directory / f"{self.name}.token", _OPEN_FLAGS, 0o644)
+            self._token_file = (os.getpid(), fd)
+        return self._token_file[1]
 
     def wait(self, holder: str, seconds: float, attempt: int) -> None:
         """Sleep a jittered pause that grows with ``attempt`` (never more than ``seconds``)."""
@@ -233,3 +243,6 @@ class LocalBackend:
     def close(self) -> None:
         for holder in list(self._waiting):
             self._stop_waiting(holder)
+        if self._token_file is not None and self._token_file[0] == os.getpid():
+            os.close(self._token_file[1])
+        self._token_file = None
