@@ -172,9 +172,15 @@ class Renewer:
         self._closed = False
 
     def add(self, lease: Lease) -> None:
+        if self._pid != os.getpid() and self._pid:
+            # A forked child: fresh state (the parent's lock may have been held at the fork),
+            # and it renews its own leases, never its parent's.
+            self._cond = threading.Condition()
+            self._due = {}
+            self._pid = 0
         with self._cond:
             self._due[lease] = time.monotonic() + self.interval
-            if self._pid != os.getpid():
+            if not self._pid:
                 self._pid = os.getpid()
                 threading.Thread(
                     target=self._run, name=f"appd-capacity-{self.name}", daemon=True
@@ -192,15 +198,16 @@ class Renewer:
 
     def _run(self) -> None:
         pid = os.getpid()
+        cond = self._cond
         while True:
-            with self._cond:
+            with cond:
                 while not self._closed and pid == self._pid:
                     now = time.monotonic()
                     due = [lease for lease, when in self._due.items() if when <= now]
                     if due:
                         break
                     wake = min(self._due.values(), default=now + 3600)
-                    self._cond.wait(wake - now)
+                    cond.wait(wake - now)
                 else:
                     return
             for lease in due:
@@ -211,8 +218,8 @@ class Renewer:
         try:
             held = self.backend.renew(lease._grant)
             reason = "no longer held"
-        except CapacityError as exc:
-            held, reason = False, str(exc)
+        except Exception as exc:  # CapacityUnavailable, or anything else: not confirmed
+            held, reason = False, str(exc) if isinstance(exc, CapacityError) else repr(exc)
         with self._cond:
             if lease not in self._due:
                 return  # released meanwhile

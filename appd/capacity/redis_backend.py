@@ -53,9 +53,14 @@ POLL_MAX: Final = 0.25
 SCRIPT: Final = """
 local holders, waiters, counter, wake, tokens = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local op = ARGV[1]
+if redis.replicate_commands then redis.replicate_commands() end  -- TIME, then writes (Redis < 5)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', holders, '-inf', now)
+local expired = redis.call('ZRANGEBYSCORE', holders, '-inf', now)
+if #expired > 0 then
+  redis.call('ZREMRANGEBYSCORE', holders, '-inf', now)
+  redis.call('HDEL', tokens, unpack(expired))
+end
 redis.call('ZREMRANGEBYSCORE', waiters, '-inf', now)
 if op == 'acquire' then
   local holder, limit, ttl = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])

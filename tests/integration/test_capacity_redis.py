@@ -79,6 +79,9 @@ def test_kill_9_of_a_holder_frees_its_slot_within_the_lease_ttl_and_the_other_ca
     lease = capacity.acquire_lease(timeout=settings["lease_ttl"] + 1)
     assert time.monotonic() - killed <= settings["lease_ttl"] + 1
     assert lease.token > max(tokens)
+    server = redis.Redis.from_url(settings["backend"])
+    assert server.hlen("{appd:capacity:pdu}:tokens") == 2  # the dead holder's token went too
+    server.close()
     time.sleep(settings["lease_ttl"])  # the survivor renews past its first ttl
     assert [h.holder.split(":")[1] for h in capacity.status().holders if h.token != lease.token
             ] == [str(second.pid)]

@@ -29,7 +29,7 @@ from support import descendants, free_port, kill_pids, pid_alive, wait_for
 
 from appd.capacity import Capacity
 from appd.config import CapacityConfig
-from appd.errors import CapacityUnavailable, RemoteError
+from appd.errors import CapacityUnavailable, ConfigurationError, RemoteError
 from appd.runtime.process import spawn, stop_processes
 
 pytestmark = pytest.mark.slow
@@ -301,3 +301,28 @@ def test_local_backend_shares_the_pdu_between_the_processes_of_one_host(
     assert after["PEAK"] <= 5 and after["REFUSED"] == before["REFUSED"]
     status = json.loads(host.appd("status", "--json").stdout)["capacities"]["pdu"]
     assert status == {"backend": "local", "holders": [], "limit": 5, "waiters": 0}
+
+
+def test_a_lost_lease_cuts_its_pdu_session_off(redis_server: RedisServer, pdu: Pdu) -> None:
+    capacity = Capacity(CapacityConfig("pdu", 5, redis_server.url, lease_ttl=1.0))
+    pool = _module("pool").PduPool(pdu.host, pdu.port, 5, capacity=capacity)
+    errors = _module("errors")
+    try:
+        with pytest.raises(errors.PduUnavailable), pool.connection() as conn:
+            assert conn.request("ON 1") == "1 ON"
+            assert conn.lease is not None and not conn.lease.lost
+            redis_server.stop()
+            wait_for(conn.lease.lost_event.is_set, timeout=3, message="the lease to be lost")
+            conn.request("ON 2")  # the session was cut off
+        wait_for(lambda: pdu.stats()["CONNECTIONS"] == 1, message="the session to close")
+        assert pool.open_connections == 0
+    finally:
+        pool.close()
+        capacity.close()
+
+
+def test_a_service_without_the_capacity_configured_is_told_so() -> None:
+    service = _module("services").PowerService()
+    assert not service.has_capacity("pdu")
+    with pytest.raises(ConfigurationError, match=r"\[capacities\.pdu\]"):
+        service.capacity("pdu")
