@@ -218,19 +218,22 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _print_capacities(capacities: dict[str, dict[str, Any]]) -> None:
-    """``capacity pdu: 2/5 held, 1 waiting (backend)`` and a line per holder."""
+    """``capacity pdu: holders=2 limit=5 waiters=1  backend=...`` and a line per holder."""
     for name, capacity in capacities.items():
         if capacity.get("error"):
-            print(f"  capacity {name}: limit {capacity['limit']}, unavailable: {capacity['error']}")
+            print(
+                f"  capacity {name}: limit={capacity['limit']}  backend={capacity['backend']}"
+                f"  unavailable: {capacity['error']}"
+            )
             continue
         print(
-            f"  capacity {name}: {len(capacity['holders'])}/{capacity['limit']} held, "
-            f"{capacity['waiters']} waiting ({capacity['backend']})"
+            f"  capacity {name}: holders={len(capacity['holders'])} limit={capacity['limit']}"
+            f" waiters={capacity['waiters']}  backend={capacity['backend']}"
         )
         for holder in capacity["holders"]:
             expires = holder["expires_in"]
-            lasts = "until its process ends" if expires is None else f"expires in {expires:.1f}s"
-            print(f"    {holder['holder']}  token={holder['token']}  {lasts}")
+            lasts = "-" if expires is None else f"{expires:.1f}s"
+            print(f"    {holder['holder']}  token={holder['token']}  expires_in={lasts}")
 
 
 # -- call ---------------------------------------------------------------------------------------

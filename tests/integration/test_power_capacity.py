@@ -257,6 +257,14 @@ def test_redis_stopped_mid_run_gives_capacity_unavailable_and_recovery_needs_no_
         assert status["capacities"]["pdu"]["limit"] == 5
         assert status["capacities"]["pdu"]["waiters"] == 0
         assert "ok: capacity pdu: " in host.appd("check").stdout
+        other_host = Capacity(CapacityConfig("pdu", 5, redis_server.url))
+        with other_host.acquire() as lease:
+            text = host.appd("status").stdout
+            held = json.loads(host.appd("status", "--json").stdout)["capacities"]["pdu"]
+        other_host.close()
+        assert f"capacity pdu: holders=1 limit=5 waiters=0  backend={redis_server.url}" in text
+        assert f":{os.getpid()}:" in text and f"token={lease.token}  expires_in=" in text
+        assert [h["token"] for h in held["holders"]] == [lease.token]
 
         redis_server.stop()
         for outlet in (2, 3, 4):
@@ -270,6 +278,7 @@ def test_redis_stopped_mid_run_gives_capacity_unavailable_and_recovery_needs_no_
         assert stats["CONNECTIONS"] == 1  # only this STATS session: nothing else opened
         down = json.loads(host.appd("status", "--json").stdout)["capacities"]["pdu"]
         assert down["holders"] is None and "Redis" in down["error"]
+        assert "capacity pdu: limit=5" in host.appd("status").stdout
         checked = host.appd("check")
         assert checked.returncode != 0 and "problem: capacity 'pdu'" in checked.stdout
 
