@@ -22,10 +22,12 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """ruff over the package, the tests, the benchmarks and the examples."""
-    session.install("ruff")
+    """ruff over the package, the tests, the benchmarks and the examples; the layer contracts
+    of docs/architecture.md (``lint-imports``, configured in pyproject.toml)."""
+    session.install("ruff", "import-linter")
     paths = ["appd", "tests", "bench", "docs/examples", "examples", "noxfile.py"]
     session.run("ruff", "check", *[p for p in paths if Path(p).exists()])
+    session.run("lint-imports")
 
 
 @nox.session(python=PYTHON)
@@ -41,4 +43,5 @@ def bench(session: nox.Session) -> None:
     capacity costs: acquire+release on both backends, the power demo on one and two instances."""
     session.install(".[bench]", "./examples/power")
     session.run("python", "bench/run.py", *session.posargs)
+    session.run("python", "bench/imports.py")
     session.run("python", "bench/capacity.py", *[a for a in session.posargs if a == "--quick"])
