@@ -66,6 +66,25 @@ def test_processes_share_the_limit_and_tokens_follow_releases(
     assert_fencing_order(leases)
 
 
+def test_fencing_tokens_strictly_increase_across_holders_and_hosts(
+    settings: dict[str, Any], capacity: Capacity, holders: Callable[..., Holder]
+) -> None:
+    other_host = Capacity(CapacityConfig(**settings))  # a connection of its own
+    tokens = []
+    try:
+        for turn in range(6):
+            if turn % 3 == 0:
+                holder = holders(settings, "hold")  # another process
+                tokens.append(holder.token())
+                holder.finish()
+            else:
+                with (capacity if turn % 3 == 1 else other_host).acquire() as lease:
+                    tokens.append(lease.token)
+    finally:
+        other_host.close()
+    assert tokens == sorted(tokens) and len(set(tokens)) == len(tokens), tokens
+
+
 def test_kill_9_of_a_holder_frees_its_slot_within_the_lease_ttl_and_the_other_carries_on(
     settings: dict[str, Any], capacity: Capacity, holders: Callable[..., Holder]
 ) -> None:

@@ -1,7 +1,8 @@
 """The power service and its client, in the seed's style.
 
 ``PowerService`` (``power``) switches the PDU's outlets for any number of clients, through a
-pool of at most 5 PDU connections opened after fork; ``PowerClient`` calls it; ``powerclient``
+pool of at most 5 PDU connections opened after fork (each under a lease of the ``pdu`` capacity
+when one is configured, so the limit holds across processes and hosts); ``PowerClient`` calls it; ``powerclient``
 is a module-level client that connects only on its first request, so importing this module
 from a web worker (a view, a serializer) opens nothing.
 
