@@ -144,13 +144,23 @@ class Acquire:
             self.lease.release()
 
     async def __aenter__(self) -> Lease:
+        # The wait runs on a thread of its own, not in the loop's default executor: a few
+        # waiters must never fill that executor and so hold up the releases they wait for.
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(None, self.capacity.acquire_lease, self.timeout)
-        try:
-            self.lease = await asyncio.shield(future)
-        except asyncio.CancelledError:
-            future.add_done_callback(_release_when_granted)  # never leak a slot
-            raise
+        future: asyncio.Future[Lease] = loop.create_future()
+
+        def acquire() -> None:
+            try:
+                lease = self.capacity.acquire_lease(self.timeout)
+            except Exception as exc:
+                _settle_soon(loop, future, None, exc)
+            else:
+                _settle_soon(loop, future, lease, None)
+
+        threading.Thread(
+            target=acquire, name=f"appd-capacity-{self.capacity.name}-acquire", daemon=True
+        ).start()
+        self.lease = await future  # cancelling the task cancels the future: see _settle
         return self.lease
 
     async def __aexit__(
@@ -158,12 +168,33 @@ class Acquire:
         tb: TracebackType | None,
     ) -> None:
         if self.lease is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.lease.release)
+            self.lease.release()  # one short round trip at most: not worth a thread
 
 
-def _release_when_granted(future: asyncio.Future[Lease]) -> None:
-    if not future.cancelled() and future.exception() is None:
-        future.result().release()
+def _settle_soon(
+    loop: asyncio.AbstractEventLoop,
+    future: asyncio.Future[Lease],
+    lease: Lease | None,
+    exc: Exception | None,
+) -> None:
+    try:
+        loop.call_soon_threadsafe(_settle, future, lease, exc)
+    except RuntimeError:  # the loop is closed: nobody will use the lease
+        if lease is not None:
+            lease.release()
+
+
+def _settle(future: asyncio.Future[Lease], lease: Lease | None, exc: Exception | None) -> None:
+    """On the loop: hand the outcome to the waiting task, or give back a slot granted after it
+    was cancelled (never leak one)."""
+    if future.cancelled():
+        if lease is not None:
+            lease.release()
+    elif exc is not None:
+        future.set_exception(exc)
+    else:
+        assert lease is not None
+        future.set_result(lease)
 
 
 class Capacities:

@@ -11,7 +11,6 @@ have it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import threading
@@ -154,7 +153,7 @@ class Lease:
         self, exc_type: type[BaseException] | None, exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self.release)
+        self.release()
 
 
 class Renewer:

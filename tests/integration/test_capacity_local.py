@@ -143,3 +143,40 @@ def test_async_with_holds_a_lease_for_the_block(capacity: Capacity) -> None:
 
     assert asyncio.run(handler()) > 0
     assert capacity.status().holders == ()
+
+
+def test_many_async_waiters_never_hold_up_the_releases_they_wait_for(
+    settings: dict[str, Any],
+) -> None:
+    capacity = Capacity(CapacityConfig(**{**settings, "limit": 1}))
+
+    async def handler(tokens: list[int]) -> None:
+        async with capacity.acquire(timeout=20) as lease:
+            tokens.append(lease.token)
+            await asyncio.sleep(0.002)
+
+    async def main() -> list[int]:
+        tokens: list[int] = []
+        await asyncio.wait_for(asyncio.gather(*(handler(tokens) for _ in range(40))), 30)
+        return tokens
+
+    try:
+        tokens = asyncio.run(main())
+        assert len(tokens) == 40 and tokens == sorted(set(tokens))
+    finally:
+        capacity.close()
+
+
+def test_a_cancelled_async_wait_leaks_no_slot(capacity: Capacity) -> None:
+    async def main() -> None:
+        held = [capacity.acquire_lease(), capacity.acquire_lease()]
+        waiting = asyncio.ensure_future(capacity.acquire(timeout=5).__aenter__())
+        await asyncio.sleep(0.1)
+        waiting.cancel()
+        held[0].release()  # the waiting thread may get it after the task was cancelled
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        held[1].release()
+
+    asyncio.run(main())
+    wait_for(lambda: capacity.status().holders == (), message="no slot left held")
