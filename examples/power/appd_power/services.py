@@ -1,10 +1,11 @@
 """The power service and its client, in the seed's style.
 
 ``PowerService`` (``power``) switches the PDU's outlets for any number of clients, through a
-pool of at most 5 PDU connections opened after fork (each under a lease of the ``pdu`` capacity
-when one is configured, so the limit holds across processes and hosts); ``PowerClient`` calls it; ``powerclient``
-is a module-level client that connects only on its first request, so importing this module
-from a web worker (a view, a serializer) opens nothing.
+pool of at most 5 PDU connections opened after fork (each under a lease of the ``pdu``
+capacity when one is configured, so the limit holds across processes and hosts);
+``PowerClient`` calls it; ``powerclient`` is a module-level client that connects only on its
+first request, so importing this module from a web worker (a view, a serializer) opens
+nothing.
 
 The key, username and password below are demonstration values: override them in configuration
 (``key = "env:APPD_POWER_KEY"``; ``appd keygen`` makes a key) for anything but the demo.
