@@ -93,6 +93,9 @@ class Backend(Protocol):
 
     #: The backend as shown in logs, errors and status (never with a password).
     label: str
+    #: True when an unrenewed grant expires on its own (Redis); False when a grant lasts until
+    #: released or until its process dies (local slot files).
+    leases_expire: bool
 
     def try_acquire(self, holder: str) -> Grant | None:
         """One attempt: a grant, or None when every slot is taken (the holder then counts as

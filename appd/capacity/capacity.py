@@ -54,7 +54,6 @@ class Capacity:
         self.name = config.name
         self.limit = config.limit
         self.backend = backend if backend is not None else open_backend(config)
-        self._expires = not config.is_local
         self._renewer = Renewer(
             config.name, self.backend, interval=config.lease_ttl / 3, ttl=config.lease_ttl
         )
@@ -90,7 +89,8 @@ class Capacity:
                 started = time.monotonic()
                 grant = self.backend.try_acquire(holder)
                 if grant is not None:
-                    valid_until = started + self.config.lease_ttl if self._expires else None
+                    expires = self.backend.leases_expire
+                    valid_until = started + self.config.lease_ttl if expires else None
                     return Lease(
                         self.name, grant, self.backend, self._renewer, valid_until=valid_until
                     )

@@ -43,6 +43,7 @@ class LocalBackend:
         self.limit = limit
         self.directory = Path(directory)
         self.label = f"local {self.directory}"
+        self.leases_expire = False
         self._waiting: dict[str, tuple[int, Path]] = {}
         self._token_lock = threading.Lock()
         self._token_file: tuple[int, int] | None = None  # (pid, fd)

@@ -138,6 +138,7 @@ class RedisBackend:
         self.name = name
         self.limit = limit
         self.label = redact_url(url)
+        self.leases_expire = True
         self.ttl_ms = max(1, round(lease_ttl * 1000))
         self.socket_timeout = max(0.5, min(SOCKET_TIMEOUT, lease_ttl / 3))
         from redis.backoff import NoBackoff
