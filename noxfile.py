@@ -47,10 +47,12 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """appd side by side with raw sockets and peer libraries (ratios to raw TCP), then the
-    per-request cost of the Prometheus plugin."""
-    session.install(".[bench]", "./plugins/appd-prometheus")
+    """appd side by side with raw sockets and peer libraries (ratios to raw TCP), then what a
+    capacity costs (acquire+release on both backends, the power demo on one and two instances)
+    and the per-request cost of the Prometheus plugin."""
+    session.install(".[bench]", "./examples/power", "./plugins/appd-prometheus")
     session.run("python", "bench/run.py", *session.posargs)
     session.run("python", "bench/imports.py")
-    quick = ["--quick"] if "--quick" in session.posargs else []
+    quick = [a for a in session.posargs if a == "--quick"]
+    session.run("python", "bench/capacity.py", *quick)
     session.run("python", "bench/plugin_cost.py", *quick)
