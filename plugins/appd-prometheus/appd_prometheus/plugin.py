@@ -21,8 +21,15 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, start_http_server
 
-from appd import AppServiceBase, ConfigurationError, RequestTimeout, get_logger, hookimpl
-from appd_prometheus.collector import AppdCollector
+from appd import (
+    AppdError,
+    AppServiceBase,
+    ConfigurationError,
+    RequestTimeout,
+    get_logger,
+    hookimpl,
+)
+from appd_prometheus.collector import AppdCollector, CapacityReading
 from appd_prometheus.metrics import LoadSampler, ServiceMetrics
 from appd_prometheus.settings import SETTINGS_TABLE, PrometheusSettings
 from appd_prometheus.slots import Slot, claim_slot
@@ -51,6 +58,8 @@ class PrometheusPlugin:
         self._own_directory = False
         self._httpd: WSGIServer | None = None
         self._status: Mapping[str, Any] | None = None
+        #: The services' configured capacities (``service.capacities``), read at scrape time.
+        self._capacities: Any = None
         self.metrics: ServiceMetrics | None = None
         self._sampler: LoadSampler | None = None
         self._slot: Slot | None = None
@@ -96,7 +105,9 @@ class PrometheusPlugin:
         os.environ[DIRECTORY_ENV] = str(self.directory)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(self.directory)
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(AppdCollector(self.directory, lambda: self._status))
+        registry.register(
+            AppdCollector(self.directory, lambda: self._status, self.read_capacities)
+        )
         try:
             self._httpd, _ = start_http_server(settings.port, addr=settings.host, registry=registry)
         except OSError as exc:
@@ -115,15 +126,39 @@ class PrometheusPlugin:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
 
-    @hookimpl
-    def appd_listener(self) -> None:
-        """Start the endpoint before the first fork (a port in use fails the start)."""
-        self._in_supervisor()
+    def read_capacities(self) -> list[CapacityReading]:
+        """Every configured capacity as its backend reports it now."""
+        capacities = self._capacities
+        if capacities is None:
+            return []
+        readings = []
+        for name, config in sorted(capacities.configs.items()):
+            try:
+                status = capacities.get(name).status()
+            except AppdError as exc:
+                _log.warning("capacity unavailable for metrics", capacity=name, error=str(exc))
+                readings.append(CapacityReading(name, config.limit, None, None))
+                continue
+            holders = len(status.holders)
+            readings.append(CapacityReading(name, status.limit, holders, status.waiters))
+        return readings
+
+    def _remember_capacities(self, service: AppServiceBase) -> None:
+        capacities = getattr(service, "capacities", None)
+        if capacities is not None and capacities is not self._capacities:
+            self._capacities = capacities
 
     @hookimpl
-    def appd_pre_fork(self) -> None:
+    def appd_listener(self, service: AppServiceBase) -> None:
+        """Start the endpoint before the first fork (a port in use fails the start)."""
+        if self._in_supervisor():
+            self._remember_capacities(service)
+
+    @hookimpl
+    def appd_pre_fork(self, service: AppServiceBase) -> None:
         """Start the endpoint before the first fork (if no socket service did already)."""
-        self._in_supervisor()
+        if self._in_supervisor():
+            self._remember_capacities(service)
 
     @hookimpl
     def appd_status(self, status: Mapping[str, Any]) -> None:
@@ -139,6 +174,7 @@ class PrometheusPlugin:
         self.role = "service"
         self._httpd = None  # the supervisor's; its thread did not survive the fork
         self._status = None
+        self._capacities = None
         directory = os.environ.get(DIRECTORY_ENV)
         if not directory:
             return
@@ -202,6 +238,9 @@ class PrometheusPlugin:
         self._httpd.shutdown()
         self._httpd.server_close()
         self._httpd = None
+        if self._capacities is not None:
+            with contextlib.suppress(Exception):  # the backends' connections, opened to read them
+                self._capacities.close()
         if self.directory is not None:
             if self._own_directory:
                 shutil.rmtree(self.directory, ignore_errors=True)

@@ -68,6 +68,12 @@ SERVICES_PY = textwrap.dedent(
         @command
         def pid(self):
             return os.getpid()
+
+        @command
+        def hold(self, seconds):
+            with self.capacity("pdu").acquire(timeout=5):
+                time.sleep(seconds)
+            return "released"
     """
 )
 
@@ -100,11 +106,15 @@ class Project:
     def metrics_dir(self) -> Path:
         return self.root / "metrics"
 
-    def write_config(self, *, processes: int = 2, prometheus: bool = True) -> None:
+    def write_config(
+        self, *, processes: int = 2, prometheus: bool = True, capacity: bool = False
+    ) -> None:
         table = (
             f'[prometheus]\nport = {self.metrics_port}\ndirectory = "metrics"\n'
             if prometheus else ""
         )
+        if capacity:
+            table += "[capacities.pdu]\nlimit = 2\n"
         (self.root / "appd.toml").write_text(
             textwrap.dedent(
                 f"""

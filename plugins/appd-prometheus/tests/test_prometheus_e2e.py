@@ -130,6 +130,29 @@ def test_restarts_and_states_come_from_the_supervisors_status(project: Project) 
     assert project.stop(proc) == 0
 
 
+def test_capacity_holders_and_waiters_as_the_backend_reports_them(project: Project) -> None:
+    project.write_config(capacity=True)
+    proc = project.run()
+    wait_for(project.ready_pids, timeout=30, message="both processes ready")
+    samples = project.scrape()
+    assert value(samples, "appd_capacity_limit", capacity="pdu") == 2
+    assert value(samples, "appd_capacity_up", capacity="pdu") == 1
+    assert value(samples, "appd_capacity_holders", capacity="pdu") == 0
+    assert value(samples, "appd_capacity_waiters", capacity="pdu") == 0
+    with project.client(timeout=20) as client:
+        held = threading.Thread(target=client.call, args=("hold", 2.0))
+        held.start()
+        try:
+            wait_for(
+                lambda: value(project.scrape(), "appd_capacity_holders", capacity="pdu") == 1,
+                timeout=10, message="one holder",
+            )
+        finally:
+            held.join(timeout=20)
+    assert value(project.scrape(), "appd_capacity_holders", capacity="pdu") == 0
+    assert project.stop(proc) == 0
+
+
 def test_disabled_or_unconfigured_there_is_no_endpoint(project: Project) -> None:
     listed = project.appd("plugins")
     assert any(line.startswith("prometheus ") for line in listed.stdout.splitlines())

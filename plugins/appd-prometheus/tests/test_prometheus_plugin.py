@@ -7,6 +7,8 @@ import socket
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from prometheus_fixtures import parse, value
@@ -14,6 +16,9 @@ from prometheus_fixtures import parse, value
 from appd import ConfigurationError
 from appd_prometheus import PrometheusPlugin, PrometheusSettings
 from appd_prometheus.plugin import DIRECTORY_ENV
+
+#: What the supervisor hands the hooks: a service (here without capacities).
+SERVICE: Any = SimpleNamespace(name="echo", capacities=None)
 
 
 @pytest.mark.parametrize(
@@ -52,7 +57,7 @@ def test_the_endpoint_serves_the_status_and_goes_away_with_its_directory(
     config: dict[str, object] = {"prometheus": {"port": 0}, "paths": ["."]}
     supervisor_plugin.appd_configure(config=config)
     assert config == {"paths": ["."]}  # the table is the plugin's, taken out before validation
-    supervisor_plugin.appd_pre_fork()
+    supervisor_plugin.appd_pre_fork(service=SERVICE)
     address = supervisor_plugin.address
     assert address is not None and address[0] == "127.0.0.1"
     directory = supervisor_plugin.directory
@@ -84,7 +89,7 @@ def test_a_configured_directory_is_emptied_at_start_and_kept(
     (directory / "README").write_text("not ours")
     table = {"port": 0, "directory": str(directory)}
     supervisor_plugin.appd_configure(config={"prometheus": table})
-    supervisor_plugin.appd_pre_fork()
+    supervisor_plugin.appd_pre_fork(service=SERVICE)
     assert sorted(p.name for p in directory.iterdir()) == ["README"]
     supervisor_plugin.appd_quit()
     assert sorted(p.name for p in directory.iterdir()) == ["README"]
@@ -97,12 +102,12 @@ def test_a_port_in_use_fails_the_start_naming_it(supervisor_plugin: PrometheusPl
         port = squatter.getsockname()[1]
         supervisor_plugin.appd_configure(config={"prometheus": {"port": port}})
         with pytest.raises(ConfigurationError, match=f"cannot listen on 127.0.0.1:{port}"):
-            supervisor_plugin.appd_listener()
+            supervisor_plugin.appd_listener(service=SERVICE)
 
 
 def test_without_a_table_the_plugin_stays_idle(supervisor_plugin: PrometheusPlugin) -> None:
     supervisor_plugin.appd_configure(config={})
-    supervisor_plugin.appd_pre_fork()
+    supervisor_plugin.appd_pre_fork(service=SERVICE)
     supervisor_plugin.appd_status(status={"state": "running", "services": {}})
     assert supervisor_plugin.address is None
     assert DIRECTORY_ENV not in os.environ

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_fixtures import Samples, parse, value
 
 from appd_prometheus import AppdCollector, claim_slot
+from appd_prometheus.collector import CapacityReading
 from appd_prometheus.slots import dead_ids, slot_prefix
 
 WRITER = textwrap.dedent(
@@ -109,3 +110,19 @@ def test_gauges_of_processes_no_longer_alive_are_left_out(tmp_path: Path) -> Non
     assert value(samples, "appd_process_heartbeat_age_seconds", service="echo", worker="0") == 0.25
     assert value(samples, "appd_service_state", service="echo", state="ready") == 1
     assert value(samples, "appd_supervisor_up", state="running") == 1
+
+
+def test_capacities_are_read_at_scrape_time_and_an_unreachable_one_says_so(
+    tmp_path: Path,
+) -> None:
+    readings = [CapacityReading("pdu", 5, 2, 1), CapacityReading("seat", 1, None, None)]
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(AppdCollector(tmp_path, lambda: None, lambda: readings))
+    samples = parse(generate_latest(registry).decode())
+    assert value(samples, "appd_capacity_limit", capacity="pdu") == 5
+    assert value(samples, "appd_capacity_holders", capacity="pdu") == 2
+    assert value(samples, "appd_capacity_waiters", capacity="pdu") == 1
+    assert value(samples, "appd_capacity_up", capacity="pdu") == 1
+    assert value(samples, "appd_capacity_limit", capacity="seat") == 1
+    assert value(samples, "appd_capacity_up", capacity="seat") == 0
+    assert value(samples, "appd_capacity_holders", capacity="seat") is None
