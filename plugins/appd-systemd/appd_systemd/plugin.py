@@ -257,9 +257,11 @@ class SystemdPlugin:
             return
         with self._lock:
             if phase == "begin":
+                self._reload_seen_in_status = False
                 self._begin_reload()
             elif phase == "end":
                 self._reloading = False
+                self._reload_seen_in_status = False
                 if self._status is not None:
                     self._on_status(self._status[0])
 
@@ -302,7 +304,9 @@ class SystemdPlugin:
             self._reload_seen_in_status = True
             self._begin_reload()
         elif state == "running" and self._reloading and self._reload_seen_in_status:
+            # A reload this plugin learnt of from the status alone ends with the status.
             self._reloading = False
+            self._reload_seen_in_status = False
         line = summary(status)
         assignments = []
         if not self._ready_sent and not self._reloading and all_ready(status):

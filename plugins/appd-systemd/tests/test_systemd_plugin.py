@@ -182,3 +182,22 @@ def test_watchdog_stops_when_the_status_stops_coming(
         assert not made.healthy(now=time.monotonic() + 2.5)  # no status: the supervisor hangs
     finally:
         made.appd_quit()
+
+
+def test_a_reload_seen_only_in_the_status_is_notified_too(
+    plugin: SystemdPlugin, notify_socket: NotifySocket
+) -> None:
+    plugin.appd_status(status=status(echo="ready"))
+    plugin.appd_status(status=status("reloading", echo="starting"))
+    plugin.appd_status(status=status("running", echo="ready"))
+    notify_socket.drain()
+    assert len(notify_socket.with_key("RELOADING", "1")) == 1
+    assert len(notify_socket.with_key("READY", "1")) == 2
+    # A later reload announced by the hook waits for the hook's end, whatever the status says.
+    plugin.appd_reload(phase="begin")
+    plugin.appd_status(status=status("running", echo="ready"))
+    notify_socket.drain()
+    assert len(notify_socket.with_key("READY", "1")) == 2
+    plugin.appd_reload(phase="end")
+    notify_socket.drain()
+    assert len(notify_socket.with_key("READY", "1")) == 3
