@@ -106,7 +106,10 @@ class NotifySocket:
 
 SERVICES_PY = textwrap.dedent(
     """
+    import json
     import os
+    import subprocess
+    import sys
     import time
 
     from appd import SecureSocketAppService, command
@@ -136,6 +139,14 @@ SERVICES_PY = textwrap.dedent(
         @command
         def pid(self):
             return os.getpid()
+
+        @command
+        def child_environment(self):
+            out = subprocess.run(
+                [sys.executable, "-c", "import json, os; print(json.dumps(sorted(os.environ)))"],
+                capture_output=True, text=True, check=True,
+            ).stdout
+            return json.loads(out)
 
 
     class SlowService(EchoService):

@@ -118,7 +118,9 @@ def test_service_processes_do_not_see_systemds_variables(
     wait_for(lambda: all_ready(project), timeout=30, message="services ready")
     with project.client() as client:
         seen = client.call("environment")
+        inherited = client.call("child_environment")
     assert seen == dict.fromkeys(SYSTEMD_VARIABLES)
+    assert not set(inherited) & set(SYSTEMD_VARIABLES)  # nor do the processes it starts
     assert project.stop(proc) == 0
 
 
