@@ -22,12 +22,15 @@ from typing import IO, Any, Literal
 
 import structlog
 
-__all__ = ["configure_logging", "current_role", "get_logger"]
+__all__ = ["configure_logging", "current_role", "get_logger", "set_log_fields"]
 
 #: The role of this process: "main", "guardian", "executor", or a worker's or service's name.
 _role = "main"
 
 Renderer = Literal["json", "console"]
+
+#: Fields every record of this process carries (a service process's service and worker).
+_fields: dict[str, Any] = {}
 
 
 def current_role() -> str:
@@ -42,7 +45,16 @@ def _add_role_and_pid(
     # reconfigures.
     event_dict.setdefault("role", _role)
     event_dict.setdefault("pid", os.getpid())
+    for key, value in _fields.items():
+        event_dict.setdefault(key, value)
     return event_dict
+
+
+def set_log_fields(**fields: Any) -> None:
+    """Add ``fields`` to every record this process writes from now on, whatever the thread
+    (a service process sets ``service`` and ``worker``, so every line names where it is from).
+    """
+    _fields.update(fields)
 
 
 def _choose_renderer(stream: IO[str]) -> Renderer:

@@ -10,6 +10,7 @@ import contextlib
 import importlib
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ __all__ = [
     "check",
     "client_for",
     "config_source",
+    "configure_logging_for",
     "daemon_main",
     "discover",
     "load",
@@ -54,10 +56,13 @@ class ConfigSource:
 
     :ivar read: returns the configuration as read, or ``None`` to fall back to the usual files.
     :ivar plugins: plugin objects registered with every plugin manager :func:`load` builds.
+    :ivar entry: ``"module:function"`` returning this same source, so that a service process
+        (a fresh interpreter) reads the configuration the way the supervisor does.
     """
 
     read: Callable[[], RawConfig | None]
     plugins: tuple[object, ...] = ()
+    entry: str | None = None
 
 
 _source: ConfigSource | None = None
@@ -153,42 +158,57 @@ def prepare_services(
     return services
 
 
-def _configure_logging_for(config: AppdConfig, role: str) -> None:
+def configure_logging_for(config: AppdConfig, role: str) -> None:
+    """Log as ``role`` in the configured format and level, to standard error."""
     renderer = None if config.log_format == "auto" else config.log_format
     configure_logging(role, renderer=renderer, level=config.log_level.upper())  # type: ignore[arg-type]
 
 
-def run_supervisor(config: AppdConfig, hooks: Hooks, *, hold_pid_file: bool) -> int:
+def run_supervisor(
+    config: AppdConfig, hooks: Hooks, *, hold_pid_file: bool, config_path: str | None = None
+) -> int:
     """``appd run``: supervise every enabled service in the foreground until SIGTERM/SIGINT.
+
+    Service processes are started fresh (``python -m appd.cli.child``), and SIGHUP loads the
+    configuration, the plugins and the services again, so a reload runs the code on disk.
 
     :param hold_pid_file: take the configured pid file (``appd run``); a daemon started by
         ``appd start`` already has its guardian holding it.
+    :param config_path: the ``--config`` file, if one was named (read again on reload).
     """
-    from appd.runtime.pidfile import PidFile, PidFileLocked
+    from appd.runtime.pidfile import PidFileLocked, take_pid_file
     from appd.supervisor import Supervisor, status_path_for, write_json_atomically
 
-    _configure_logging_for(config, "supervisor")
+    configure_logging_for(config, "supervisor")
+    config_file = None if config_path is None else str(Path(config_path).resolve())
+    source = _source
     status_file = status_path_for(config.pid_file)
     status_file.parent.mkdir(parents=True, exist_ok=True)
     config.run_dir.mkdir(parents=True, exist_ok=True)
     os.chdir(config.run_dir)
-    pid_file = PidFile(config.pid_file) if hold_pid_file else None
+    pid_file = None
     try:
-        if pid_file is not None:
+        if hold_pid_file:
             try:
-                pid_file.acquire()
+                pid_file = take_pid_file(config.pid_file)
             except PidFileLocked as exc:
                 raise AppdError(
                     f"appd is already running (pid {exc.pid}, pid file {config.pid_file})"
                 ) from None
             except OSError as exc:
-                raise AppdError(
-                    f"cannot create pid file {config.pid_file}: {exc.strerror}"
-                ) from None
+                raise AppdError(str(exc.strerror)) from None
         services = prepare_services(config, discover(config, hooks))
         if not services:
             raise AppdError("no services to run: discovery found none that are enabled")
-        supervisor = Supervisor(config, services, hooks, status_file=status_file)
+        reloader = _Reloader(config_file, source, services)
+        supervisor = Supervisor(
+            config,
+            services,
+            hooks,
+            status_file=status_file,
+            child_command=lambda spec: _child_command(spec, config_file, source),
+            reload=reloader,
+        )
         return supervisor.run()
     except AppdError as exc:
         _log.error("supervisor failed to start", error=str(exc))
@@ -199,10 +219,50 @@ def run_supervisor(config: AppdConfig, hooks: Hooks, *, hold_pid_file: bool) -> 
             pid_file.release()
 
 
+def _child_command(spec: Any, config_file: str | None, source: ConfigSource | None) -> list[str]:
+    """``python -m appd.cli.child SPEC`` for one service process (see :mod:`appd.cli.child`)."""
+    document = {
+        "config": config_file,
+        "source": None if source is None else source.entry,
+        "sys_path": [entry or os.getcwd() for entry in sys.path],
+        "service": spec.service,
+        "worker": spec.worker,
+        "slot": spec.slot,
+        "group": spec.group,
+        "scoreboard_fd": spec.scoreboard_fd,
+        "listener_fd": spec.listener_fd,
+    }
+    return [sys.executable, "-m", "appd.cli.child", json.dumps(document)]
+
+
+class _Reloader:
+    """Loads the configuration, the plugins and the services again, with the service modules
+    imported anew (a SIGHUP reload)."""
+
+    def __init__(
+        self, config_file: str | None, source: ConfigSource | None,
+        services: Sequence[AppServiceBase],
+    ) -> None:
+        self.config_file = config_file
+        self.source = source
+        self.modules = {type(service).__module__ for service in services}
+
+    def __call__(self) -> Any:
+        from appd.supervisor import Plan
+
+        for name in [n for n in sys.modules if n in self.modules and not n.startswith("appd.")]:
+            del sys.modules[name]
+        importlib.invalidate_caches()
+        config, hooks = load(self.config_file, source=self.source)
+        services = prepare_services(config, discover(config, hooks))
+        self.modules |= {type(service).__module__ for service in services}
+        return Plan(config, hooks, services)
+
+
 def daemon_main(*, config_path: str | None) -> None:
     """The entry of the daemon ``appd start`` launches (runs in the executor process)."""
     config, hooks = load(config_path)
-    code = run_supervisor(config, hooks, hold_pid_file=False)
+    code = run_supervisor(config, hooks, hold_pid_file=False, config_path=config_path)
     if code:
         raise SystemExit(code)
 

@@ -131,7 +131,7 @@ def _load(args: argparse.Namespace) -> tuple[AppdConfig, Hooks]:
 def cmd_run(args: argparse.Namespace) -> int:
     from appd.cli.app import run_supervisor
 
-    return run_supervisor(*_load(args), hold_pid_file=True)
+    return run_supervisor(*_load(args), hold_pid_file=True, config_path=args.config)
 
 
 def cmd_start(args: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ from appd.transport.crypto import key_bytes
 from appd.transport.listen import bind_listener, format_address
 from appd.transport.loop import LoopThread
 from appd.transport.protocol import DEFAULT_MAX_FRAME_SIZE
-from appd.transport.server import Request, SecureSocketServer, ServerSettings
+from appd.transport.server import AcceptGate, Request, SecureSocketServer, ServerSettings
 
 __all__ = ["Request", "SecureSocketAppClient", "SecureSocketAppService", "command"]
 
@@ -163,17 +163,24 @@ class SecureSocketAppService(AppServiceBase):
         naming the service and the address when it is taken."""
         return bind_listener(self.name, self.host, self.port, self.path)
 
-    def serve(self, listener: socket.socket | None = None) -> None:
+    def serve(
+        self, listener: socket.socket | None = None, *, gate: AcceptGate | None = None
+    ) -> None:
         """Serve until :func:`appd.runtime.quit_requested`, then finish in-flight requests within
         ``shutdown_grace`` seconds and return.  Binds first when no ``listener`` is given (and
-        then closes it on return; a given listener is left open for its owner)."""
+        then closes it on return; a given listener is left open for its owner).
+
+        :param gate: set by the supervisor: it spreads connections over the service's
+            processes and receives this process's heartbeat; the listener, shared with those
+            processes, is then closed as soon as serving stops.
+        """
         settings = self.server_settings()
         own = listener is None
         sock = self.bind() if listener is None else listener
         where = sock.getsockname()
         log.info("serving", service=self.name, address=str(where) or self.address)
         try:
-            SecureSocketServer(settings, self, sock).serve(quit_requested)
+            SecureSocketServer(settings, self, sock, gate=gate).serve(quit_requested)
         finally:
             if own:
                 sock.close()

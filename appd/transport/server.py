@@ -39,7 +39,14 @@ from appd.transport.protocol import (
 from appd.transport.serving_loop import ServingLoop
 from appd.transport.sockopts import set_kernel_timeouts, set_nodelay
 
-__all__ = ["Request", "RequestTarget", "SecureSocketServer", "ServerSettings", "peer_name"]
+__all__ = [
+    "AcceptGate",
+    "Request",
+    "RequestTarget",
+    "SecureSocketServer",
+    "ServerSettings",
+    "peer_name",
+]
 
 log = get_logger("appd.transport")
 
@@ -74,6 +81,24 @@ class RequestTarget(Protocol):
 
     def process_request(self, request: Request) -> tuple[list[Any], dict[str, Any]]:
         """Run the request; return ``(res_args, res_kwargs)``."""
+        ...
+
+
+class AcceptGate(Protocol):
+    """What a supervised process tells its server: whether to take one more connection, and
+    where its heartbeat goes.
+
+    With a gate the server also treats its listener as shared with sibling processes: it
+    closes its copy the moment it stops, so new connections go to the processes still serving
+    (or are refused at once when none is) instead of waiting in a queue nobody reads.
+    """
+
+    def beat(self) -> None:
+        """Called on every turn of the accept loop (several times a second)."""
+        ...
+
+    def may_accept(self, connections: int) -> bool:
+        """True when this process, holding ``connections`` open ones, should accept another."""
         ...
 
 
@@ -124,11 +149,18 @@ class SecureSocketServer:
     """Serves one listening socket until ``should_stop()`` is true, then drains."""
 
     def __init__(
-        self, settings: ServerSettings, target: RequestTarget, listener: socket.socket
+        self,
+        settings: ServerSettings,
+        target: RequestTarget,
+        listener: socket.socket,
+        *,
+        gate: AcceptGate | None = None,
     ) -> None:
         self.settings = settings
         self.target = target
         self.listener = listener
+        self.gate = gate
+        self._listening = False
         self._pending: OrderedDict[int, _Pending] = OrderedDict()
         self._connections: set[_Connection] = set()
         self._conn_lock = threading.Lock()
@@ -166,9 +198,12 @@ class SecureSocketServer:
             self.watchdog.start()
         self.listener.setblocking(False)
         selector = selectors.DefaultSelector()
-        selector.register(self.listener, selectors.EVENT_READ, None)
+        gate = self.gate
         try:
             while not should_stop():
+                if gate is not None:
+                    gate.beat()
+                self._listen(selector, gate is None or gate.may_accept(self._open_count()))
                 for key, _ in selector.select(ACCEPT_TICK):
                     if key.data is None:
                         self._accept_all(selector)
@@ -176,14 +211,34 @@ class SecureSocketServer:
                         self._advance(selector, key.data)
                 self._expire_handshakes(selector)
         finally:
-            selector.unregister(self.listener)
+            self._listen(selector, False)
+            if gate is not None:
+                # Shared with other processes: release it now, not after the drain.
+                self.listener.close()
+            # Unfinished handshakes are closed: their clients never sent a request, so they
+            # connect again, to a process still serving.
             for pending in list(self._pending.values()):
                 self._drop(selector, pending)
             selector.close()
             self._drain()
 
+    def _open_count(self) -> int:
+        return len(self._pending) + len(self._connections)
+
+    def _listen(self, selector: selectors.BaseSelector, on: bool) -> None:
+        """Watch the listener for new connections, or stop watching it."""
+        if on and not self._listening:
+            selector.register(self.listener, selectors.EVENT_READ, None)
+        elif not on and self._listening:
+            selector.unregister(self.listener)
+        self._listening = on
+
     def _accept_all(self, selector: selectors.BaseSelector) -> None:
+        gate = self.gate
         while True:
+            if gate is not None and not gate.may_accept(self._open_count()):
+                self._listen(selector, False)  # above its share: leave the rest to siblings
+                return
             try:
                 sock, address = self.listener.accept()
             except (BlockingIOError, InterruptedError):
