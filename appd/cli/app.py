@@ -21,7 +21,7 @@ from appd.config import AppdConfig, RawConfig, ServiceConfig, finish_config, rea
 from appd.discovery import DiscoveredService, discover_services
 from appd.errors import AppdError, ConfigurationError
 from appd.hooks import Hooks, load_hooks
-from appd.logging import configure_logging, get_logger
+from appd.logging import get_logger
 from appd.service import AppServiceBase
 
 __all__ = [
@@ -29,7 +29,6 @@ __all__ = [
     "check",
     "client_for",
     "config_source",
-    "configure_logging_for",
     "daemon_main",
     "discover",
     "load",
@@ -158,12 +157,6 @@ def prepare_services(
     return services
 
 
-def configure_logging_for(config: AppdConfig, role: str) -> None:
-    """Log as ``role`` in the configured format and level, to standard error."""
-    renderer = None if config.log_format == "auto" else config.log_format
-    configure_logging(role, renderer=renderer, level=config.log_level.upper())  # type: ignore[arg-type]
-
-
 def run_supervisor(
     config: AppdConfig, hooks: Hooks, *, hold_pid_file: bool, config_path: str | None = None
 ) -> int:
@@ -178,8 +171,9 @@ def run_supervisor(
     """
     from appd.runtime.pidfile import PidFileLocked, take_pid_file
     from appd.supervisor import Supervisor, status_path_for, write_json_atomically
+    from appd.supervisor.child import configure_process_logging
 
-    configure_logging_for(config, "supervisor")
+    configure_process_logging(config, None, None)
     config_file = None if config_path is None else str(Path(config_path).resolve())
     source = _source
     status_file = status_path_for(config.pid_file)
@@ -200,7 +194,7 @@ def run_supervisor(
         services = prepare_services(config, discover(config, hooks))
         if not services:
             raise AppdError("no services to run: discovery found none that are enabled")
-        reloader = _Reloader(config_file, source, services)
+        reloader = _Reloader(config_file, source, services, config)
         supervisor = Supervisor(
             config,
             services,
@@ -236,26 +230,43 @@ def _child_command(spec: Any, config_file: str | None, source: ConfigSource | No
 
 
 class _Reloader:
-    """Loads the configuration, the plugins and the services again, with the service modules
-    imported anew (a SIGHUP reload)."""
+    """Loads the configuration, the plugins and the services again (a SIGHUP reload).
+
+    The modules that defined services, and every module of the configured ``paths`` outside
+    installed packages, are forgotten first, so they are imported anew: the supervisor's view
+    of the services (and the processes it forks after a crash) follows the code on disk.
+    """
 
     def __init__(
         self, config_file: str | None, source: ConfigSource | None,
-        services: Sequence[AppServiceBase],
+        services: Sequence[AppServiceBase], config: AppdConfig,
     ) -> None:
         self.config_file = config_file
         self.source = source
         self.modules = {type(service).__module__ for service in services}
+        self.paths = list(config.paths)
+
+    def _stale(self, name: str, module: Any) -> bool:
+        if name == "appd" or name.startswith("appd."):
+            return False
+        if name in self.modules:
+            return True
+        filename = getattr(module, "__file__", None)
+        if not filename or "-packages" in filename:
+            return False
+        where = Path(filename).resolve()
+        return any(where.is_relative_to(path) for path in self.paths)
 
     def __call__(self) -> Any:
         from appd.supervisor import Plan
 
-        for name in [n for n in sys.modules if n in self.modules and not n.startswith("appd.")]:
+        for name in [n for n, m in list(sys.modules.items()) if self._stale(n, m)]:
             del sys.modules[name]
         importlib.invalidate_caches()
         config, hooks = load(self.config_file, source=self.source)
         services = prepare_services(config, discover(config, hooks))
         self.modules |= {type(service).__module__ for service in services}
+        self.paths = list(config.paths)
         return Plan(config, hooks, services)
 
 

@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(role)
     log = get_logger("appd.supervisor")
     try:
-        return _serve(spec, name, worker, role)
+        return _serve(spec, name, worker)
     except SystemExit:
         raise
     except BaseException as exc:
@@ -53,16 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _serve(spec: dict[str, Any], name: str, worker: int, role: str) -> int:
-    from appd.cli.app import (
-        ConfigSource,
-        configure_logging_for,
-        discover,
-        load,
-        prepare_services,
-    )
+def _serve(spec: dict[str, Any], name: str, worker: int) -> int:
+    from appd.cli.app import ConfigSource, discover, load, prepare_services
     from appd.runtime.entry import load_entry
-    from appd.supervisor.child import ProcessBoard, serve_process
+    from appd.supervisor.child import ProcessBoard, configure_process_logging, serve_process
     from appd.supervisor.scoreboard import Scoreboard, SlotState
 
     board = Scoreboard.attach(int(spec["scoreboard_fd"]))
@@ -72,7 +66,7 @@ def _serve(spec: dict[str, Any], name: str, worker: int, role: str) -> int:
     if source is not None and not isinstance(source, ConfigSource):
         raise TypeError(f"{spec['source']} did not return a ConfigSource")
     config, hooks = load(spec.get("config"), source=source)
-    configure_logging_for(config, role)
+    configure_process_logging(config, name, worker)
     found = [s for s in prepare_services(config, discover(config, hooks)) if s.name == name]
     if not found:
         get_logger("appd.supervisor").error(

@@ -44,7 +44,12 @@ class AppServiceBase:
 
     #: Names of the settings configuration may override (see :meth:`apply_settings`).
     #: Subclasses extend it: ``setting_names = Base.setting_names | {"mine"}``.
-    setting_names: ClassVar[frozenset[str]] = frozenset()
+    setting_names: ClassVar[frozenset[str]] = frozenset({"reload"})
+
+    #: How a reload (SIGHUP) replaces this service's processes: ``"overlap"`` starts the new
+    #: process and stops the old one once the new one is ready (no gap); ``"stop-first"`` stops
+    #: the old one first, for a resource that cannot take two holders at once.
+    reload: str = "overlap"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

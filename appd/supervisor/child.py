@@ -14,18 +14,30 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from appd.config import AppdConfig
 from appd.hooks import Hooks
-from appd.logging import get_logger
+from appd.logging import configure_logging, get_logger, set_log_fields
 from appd.runtime import quit_requested
 from appd.service import AppServiceBase
 from appd.supervisor.scoreboard import Scoreboard, SlotState
 
-__all__ = ["HEARTBEAT_SECONDS", "ProcessBoard", "serve_process"]
+__all__ = ["HEARTBEAT_SECONDS", "ProcessBoard", "configure_process_logging", "serve_process"]
 
 #: How often a service process without a serving loop of its own (``run()``) beats.
 HEARTBEAT_SECONDS = 0.5
 
 _log = get_logger("appd.supervisor")
+
+
+def configure_process_logging(config: AppdConfig, service: str | None, worker: int | None) -> None:
+    """Log in the configured format and level to standard error (the supervisor's own output),
+    every record carrying ``service`` and ``worker`` when given (a service process)."""
+    role = "supervisor"
+    if service is not None:
+        set_log_fields(service=service, worker=worker)
+        role = f"{service}[{worker}]"
+    renderer: Any = None if config.log_format == "auto" else config.log_format
+    configure_logging(role, renderer=renderer, level=config.log_level.upper())
 
 
 class ProcessBoard:

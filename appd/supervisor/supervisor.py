@@ -39,7 +39,7 @@ from appd.runtime.engine import Engine, Event, Slot, SlotState, write_json_atomi
 from appd.runtime.process import spawn, spawn_exec
 from appd.runtime.signals import SignalQueue
 from appd.service import AppServiceBase
-from appd.supervisor.child import ProcessBoard, serve_process
+from appd.supervisor.child import ProcessBoard, configure_process_logging, serve_process
 from appd.supervisor.scoreboard import Scoreboard
 from appd.supervisor.scoreboard import SlotState as BoardState
 
@@ -127,6 +127,8 @@ class _Proc:
     service: _Service
     worker: int
     board_slot: int | None = None
+    #: Start the next process by ``exec`` (fresh code: a reload); else fork the supervisor.
+    fresh: bool = False
 
 
 @dataclass(eq=False)
@@ -171,8 +173,10 @@ class Supervisor:
     :param services: service instances, settings from the configuration already applied.
     :param hooks: the plugin facade the lifecycle hooks are fired through.
     :param status_file: where to write the status ``appd status`` reads (None: no file).
-    :param child_command: builds the command that starts a service process with fresh code;
-        None forks service processes from the supervisor (a copy of the code it loaded).
+    :param child_command: builds the command that starts a service process with fresh code
+        (``exec``), used for the processes a reload starts; the first processes and restarts
+        after a crash are forks of the supervisor (quick; the code the supervisor loaded at
+        start or at the last reload).  None: always fork.
     :param reload: loads the configuration, plugins and services again on SIGHUP; None
         keeps the ones given.
     """
@@ -211,18 +215,20 @@ class Supervisor:
 
     # -- services and their processes -------------------------------------------------------
 
-    def _add_service(self, service: AppServiceBase) -> _Service:
+    def _add_service(self, service: AppServiceBase, *, fresh: bool = False) -> _Service:
         group = self._groups.setdefault(service.name, len(self._groups) + 1)
         entry = _Service(service, self.config.service(service.name), group)
         reload_mode(service)
         self.services[service.name] = entry
         for index in range(entry.config.processes):
-            entry.workers.append(self._new_slot(entry, index))
+            entry.workers.append(self._new_slot(entry, index, fresh=fresh))
             entry.requests_done.append(0)
         return entry
 
-    def _new_slot(self, entry: _Service, worker: int, *, like: Slot | None = None) -> Slot:
-        proc = _Proc(entry, worker)
+    def _new_slot(
+        self, entry: _Service, worker: int, *, like: Slot | None = None, fresh: bool = False
+    ) -> Slot:
+        proc = _Proc(entry, worker, fresh=fresh)
         slot = Slot(
             name=f"{entry.name}[{worker}]",
             launch=lambda: self._launch(proc),
@@ -256,7 +262,8 @@ class Supervisor:
         keep = [self.scoreboard.fd]
         if listener is not None:
             keep.append(listener.fileno())
-        if self.child_command is not None:
+        if proc.fresh and self.child_command is not None:
+            proc.fresh = False  # a restart after a crash forks: no interpreter start-up
             spec = ChildSpec(
                 service=entry.name,
                 worker=proc.worker,
@@ -269,10 +276,14 @@ class Supervisor:
         else:
             board = ProcessBoard(self.scoreboard, proc.board_slot, entry.group)
             hooks, service, worker = self.hooks, entry.service, proc.worker
+            config = self.config
+
+            def body() -> None:
+                configure_process_logging(config, entry.name, worker)
+                serve_process(service, hooks, worker=worker, board=board, listener=listener)
+
             pid = spawn(
-                lambda: serve_process(
-                    service, hooks, worker=worker, board=board, listener=listener
-                ),
+                body,
                 role=f"{entry.name}[{proc.worker}]",
                 stdout_filename="/dev/stderr",
                 stderr_filename="/dev/stderr",
@@ -537,7 +548,7 @@ class Supervisor:
                 self._update_service(known, service, fresh)
                 continue
             _log.info("service added", service=name)
-            added = self._add_service(service)
+            added = self._add_service(service, fresh=True)
             self._open_listener(added)
             for slot in added.workers:
                 fresh.add(slot)
@@ -563,7 +574,7 @@ class Supervisor:
             self.engine.stop(slot)
         while len(entry.workers) < wanted:
             index = len(entry.workers)
-            slot = self._new_slot(entry, index)
+            slot = self._new_slot(entry, index, fresh=True)
             entry.workers.append(slot)
             entry.requests_done.append(0)
             fresh.add(slot)
@@ -609,13 +620,13 @@ class Supervisor:
             self.engine.stop(old)
             step.old = None
             self.engine.remove(old)
-            step.new = self._new_slot(entry, index)
+            step.new = self._new_slot(entry, index, fresh=True)
             entry.workers[index] = step.new
             self._handle(self.engine.start(step.new))
         elif reload_mode(entry.service) == "stop-first":
             self.engine.stop(old)
         else:
-            step.new = self._new_slot(entry, index, like=old)
+            step.new = self._new_slot(entry, index, like=old, fresh=True)
             self._handle(self.engine.start(step.new))
         return step
 
@@ -625,7 +636,7 @@ class Supervisor:
             assert old is not None
             if old.pid is not None:
                 return False  # stop-first: wait until the old process is gone
-            step.new = self._new_slot(entry, index, like=old)
+            step.new = self._new_slot(entry, index, like=old, fresh=True)
             entry.workers[index] = step.new
             step.old = None
             self.engine.remove(old)
