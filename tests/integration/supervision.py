@@ -113,6 +113,7 @@ class Project:
             'log_format = "json"',
             f"enabled = {json.dumps(list(services))}",
             "shutdown_grace = 10",
+            'plugins = ["recording_plugin:recorder"]',
             extra,
         ]
         for name, settings in services.items():
@@ -186,6 +187,24 @@ class Project:
                 if isinstance(record, dict):
                     found.append(record)
         return found
+
+    def hook_calls(self, name: str) -> list[dict[str, Any]]:
+        """Hook calls the recording plugin wrote, in any process."""
+        path = self.root / "hooks.jsonl"
+        if not path.exists():
+            return []
+        calls = []
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                call = json.loads(line)
+                if call["hook"] == name:
+                    calls.append(call)
+        return calls
+
+    def in_flight(self, cmd: str) -> bool:
+        """True once a request for ``cmd`` has reached a handler."""
+        calls = self.hook_calls("appd_request")
+        return any(f"cmd='{cmd}'" in call["kwargs"]["request"] for call in calls)
 
     def client(self, name: str, **kwargs: Any) -> SecureSocketAppClient:
         return SecureSocketAppClient(
