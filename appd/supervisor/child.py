@@ -18,7 +18,7 @@ from appd.config import AppdConfig
 from appd.hooks import Hooks
 from appd.logging import configure_logging, get_logger, set_log_fields
 from appd.runtime import quit_requested
-from appd.service import AppServiceBase
+from appd.service import AppServiceBase, SecureSocketAppService
 from appd.supervisor.scoreboard import Scoreboard, SlotState
 
 __all__ = ["HEARTBEAT_SECONDS", "ProcessBoard", "configure_process_logging", "serve_process"]
@@ -63,6 +63,11 @@ class ProcessBoard:
             self._requests += 1
             self.board.set_requests(self.slot, self._requests)
 
+    @property
+    def value(self) -> int:
+        """Requests answered so far by this process."""
+        return self._requests
+
     def beat(self) -> None:
         """The serving loop turned: this process is alive."""
         self.board.beat(self.slot)
@@ -91,14 +96,15 @@ def serve_process(
     slots.set_state(board.slot, SlotState.STARTING)
     board.beat()
     hooks.appd_post_fork(service=service, worker=worker)
-    _route_requests_through_hooks(service, hooks, board.count)
     service.setup()
     try:
         slots.set_state(board.slot, SlotState.READY)
         hooks.appd_service_ready(service=service, worker=worker)
         serve: Callable[..., None] | None = getattr(service, "serve", None)
-        if serve is not None and listener is not None:
-            serve(listener, gate=board)
+        if isinstance(service, SecureSocketAppService) and listener is not None:
+            service.serve(listener, hooks=hooks, counter=board, gate=board)
+        elif serve is not None and listener is not None:
+            serve(listener)  # a service of its own kind that serves a listener itself
         else:
             _run_with_heartbeat(service, board)
     finally:
@@ -125,23 +131,6 @@ def _run_with_heartbeat(service: AppServiceBase, board: ProcessBoard) -> None:
         service.run()
     finally:
         done.set()
-
-
-def _route_requests_through_hooks(
-    service: AppServiceBase, hooks: Hooks, counted: Callable[[], None]
-) -> None:
-    """Send each request of a socket service through the ``appd_request`` hook, and count it."""
-    if not hasattr(service, "process_request"):
-        return
-    direct = service.process_request
-
-    def process_request(request: Any) -> Any:
-        try:
-            return hooks.appd_request(service=service, request=request, handler=direct)
-        finally:
-            counted()
-
-    service.process_request = process_request
 
 
 def _set_process_title(title: str) -> None:

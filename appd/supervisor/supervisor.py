@@ -32,13 +32,14 @@ from typing import Any, Final
 
 from appd.config import AppdConfig, ServiceConfig
 from appd.discovery import class_path
-from appd.errors import AppdError, ConfigurationError
+from appd.errors import AppdError
 from appd.hooks import Hooks
 from appd.logging import get_logger
 from appd.runtime.engine import Engine, Event, Slot, SlotState, write_json_atomically
 from appd.runtime.process import spawn, spawn_exec
 from appd.runtime.signals import SignalQueue
 from appd.service import AppServiceBase
+from appd.service.base import RELOAD_MODES
 from appd.supervisor.child import ProcessBoard, configure_process_logging, serve_process
 from appd.supervisor.scoreboard import Scoreboard
 from appd.supervisor.scoreboard import SlotState as BoardState
@@ -61,10 +62,10 @@ ProcessState = SlotState
 
 #: How often the main loop wakes up to reap, restart and report.
 _TICK_SECONDS = 0.05
+#: Seconds a service process without a socket must have run before it counts as ready.
+RUN_READY_AFTER: Final = 0.5
 #: How often the status is rewritten even when nothing changed (uptimes, heartbeats).
 _STATUS_EVERY_SECONDS = 1.0
-#: The ``reload`` setting's values: start the new process first (default), or stop the old one.
-RELOAD_MODES: Final = ("overlap", "stop-first")
 
 
 def status_path_for(pid_file: Path) -> Path:
@@ -110,14 +111,9 @@ ChildCommand = Callable[[ChildSpec], list[str]]
 
 
 def reload_mode(service: AppServiceBase) -> str:
-    """The service's ``reload`` setting, checked: ``"overlap"`` or ``"stop-first"``."""
-    mode = getattr(service, "reload", "overlap")
-    if mode not in RELOAD_MODES:
-        raise ConfigurationError(
-            f"service {service.name!r}: reload must be one of "
-            f"{', '.join(map(repr, RELOAD_MODES))}, not {mode!r}"
-        )
-    return str(mode)
+    """The service's ``reload`` setting (checked when its settings were applied)."""
+    mode = str(getattr(service, "reload", "overlap")).lower()
+    return mode if mode in RELOAD_MODES else "overlap"
 
 
 @dataclass(eq=False)
@@ -234,9 +230,9 @@ class Supervisor:
             launch=lambda: self._launch(proc),
             policy=entry.config.restart,
             grace=self._grace_for(entry.config),
-            ready=lambda: self._is_ready(proc),
             data=proc,
         )
+        slot.ready = lambda: self._is_ready(proc, slot)
         if like is not None and like.state is not SlotState.FATAL:
             slot.tracker = like.tracker
             slot.restarts = like.restarts
@@ -245,10 +241,16 @@ class Supervisor:
     def _grace_for(self, config: ServiceConfig) -> float:
         return self.config.shutdown_grace if config.stop_grace is None else config.stop_grace
 
-    def _is_ready(self, proc: _Proc) -> bool:
+    def _is_ready(self, proc: _Proc, slot: Slot) -> bool:
+        """A socket service's process is ready once it accepts; one that only ``run()``s once
+        it has run for :data:`RUN_READY_AFTER` seconds (one that fails at once is not)."""
         if proc.board_slot is None:
             return False
-        return self.scoreboard.read(proc.board_slot).state is BoardState.READY
+        if self.scoreboard.read(proc.board_slot).state is not BoardState.READY:
+            return False
+        if proc.service.socket_service or slot.started_at is None:
+            return True
+        return time.time() - slot.started_at >= RUN_READY_AFTER
 
     def _launch(self, proc: _Proc) -> int:
         entry = proc.service
@@ -297,8 +299,9 @@ class Supervisor:
     def bind_all(self) -> None:
         """Bind every socket service's listening socket; on failure close those already bound.
 
-        Each socket service's settings are checked first, so a bad value fails here, before any
-        process starts, rather than in a crash-looping child.
+        Each socket service's settings were validated once, when the configuration was applied
+        (:meth:`~appd.SecureSocketAppService.configure`), so a bad value has already failed
+        before any process starts rather than in a crash-looping child.
 
         :raises AppdError: naming the service and the address (e.g. a port in use), or the
             setting that is wrong.
@@ -312,9 +315,6 @@ class Supervisor:
 
     def _open_listener(self, entry: _Service) -> None:
         service = entry.service
-        validate: Callable[[], object] | None = getattr(service, "server_settings", None)
-        if validate is not None:
-            validate()
         bind: Callable[[], socket.socket] | None = getattr(service, "bind", None)
         if bind is None or entry.listener is not None:
             return
