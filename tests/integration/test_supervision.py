@@ -344,11 +344,17 @@ def test_stop_first_stops_the_old_process_before_starting_the_new(project: Proje
              timeout=30, message="the reload to finish")
     [new] = project.pids("alpha")
     [new_beta] = project.pids("beta")
-    events = [(r.get("event"), r.get("pid")) for r in project.records()]
-    assert events.index(("service process stopped", old)) < events.index(
+
+    def events() -> list[tuple[Any, Any]]:
+        return [(r.get("event"), r.get("pid")) for r in project.records()]
+
+    wait_for(lambda: ("service process stopped", old_beta) in events(),
+             message="beta's old process to drain and stop")
+    seen = events()
+    assert seen.index(("service process stopped", old)) < seen.index(
         ("service process started", new)
     )
     # The default overlaps: the new process starts before the old one stops.
-    assert events.index(("service process started", new_beta)) < events.index(
+    assert seen.index(("service process started", new_beta)) < seen.index(
         ("service process stopped", old_beta)
     )
