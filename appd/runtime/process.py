@@ -21,7 +21,7 @@ from typing import Any, NamedTuple, NoReturn
 
 from appd.errors import PidFileLocked
 from appd.logging import configure_logging, get_logger
-from appd.runtime.pidfile import PidFile
+from appd.runtime.pidfile import take_pid_file
 from appd.runtime.quit import clear_quit
 from appd.runtime.signals import (
     blocked_quit_signals,
@@ -322,14 +322,17 @@ def spawn_exec(
 
 def _run_holding(target: Callable[[], object], pid_filename: str | None) -> int:
     """Run ``target`` holding ``pid_filename`` (when given): 0 when it returns, 1 when the pid
-    file is held by a live process."""
-    pid_file = PidFile(pid_filename) if pid_filename is not None else None
+    file is held by a live process or cannot be created."""
+    pid_file = None
     try:
-        if pid_file is not None:
+        if pid_filename is not None:
             try:
-                pid_file.acquire()
+                pid_file = take_pid_file(pid_filename)
             except PidFileLocked as exc:
                 log.error("cannot start", reason=str(exc), holder=exc.pid)
+                return 1
+            except OSError as exc:
+                log.error("cannot start", reason=exc.strerror)
                 return 1
         log.info("started")
         target()
