@@ -35,6 +35,7 @@ __all__ = [
     "load",
     "plugin_rows",
     "prepare_services",
+    "reload_running",
     "run_supervisor",
     "service_rows",
     "start_daemonized",
@@ -306,7 +307,7 @@ def start_daemonized(config: AppdConfig, *, config_path: str | None, timeout: fl
     """
     from appd.runtime import DaemonRunStatus, start_daemon
     from appd.runtime.pidfile import read_live_pid
-    from appd.supervisor import status_path_for
+    from appd.supervisor import read_status, status_path_for
 
     running = read_live_pid(config.pid_file)
     if running is not None:
@@ -333,7 +334,7 @@ def start_daemonized(config: AppdConfig, *, config_path: str | None, timeout: fl
         raise AppdError(f"appd failed to start; see {config.log_file}")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        status = _read_status(status_file)
+        status = read_status(status_file)
         if status.get("state") == "failed":
             raise AppdError(f"appd failed to start: {status.get('error')}")
         services = status.get("services", {})
@@ -355,17 +356,46 @@ def start_daemonized(config: AppdConfig, *, config_path: str | None, timeout: fl
     )
 
 
+def reload_running(config: AppdConfig, *, timeout: float) -> int | None:
+    """``appd reload``: SIGHUP to the running supervisor (through its guardian under
+    ``appd start``), then wait until that reload has ended and every service is ready.
+
+    :returns: the pid signalled, or None when appd is not running.
+    :raises AppdError: the reload did not end, or left a service not ready, within ``timeout``.
+    """
+    import signal
+
+    from appd.runtime.pidfile import read_live_pid
+    from appd.supervisor import read_status, status_path_for
+
+    pid = read_live_pid(config.pid_file)
+    if pid is None:
+        return None
+    status_file = status_path_for(config.pid_file)
+    before = read_status(status_file).get("reloads", 0)
+    os.kill(pid, signal.SIGHUP)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = read_status(status_file)
+        services = status.get("services", {})
+        if status.get("reloads", 0) > before and status.get("state") == "running":
+            not_ready = sorted(n for n, s in services.items() if s.get("state") != "ready")
+            if not not_ready:
+                return pid
+            if time.monotonic() + 0.05 >= deadline:
+                raise AppdError(
+                    f"appd (pid {pid}) reloaded, but {', '.join(not_ready)} is not ready; "
+                    f"see `appd status` and {config.log_file}"
+                )
+        time.sleep(0.05)
+    raise AppdError(
+        f"appd (pid {pid}) did not finish reloading within {timeout:g}s; see `appd status`"
+    )
+
+
 def _longest_grace(config: AppdConfig) -> float:
     graces = [s.stop_grace for s in config.services.values() if s.stop_grace is not None]
     return max([config.shutdown_grace, *graces])
-
-
-def _read_status(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _find_service(config: AppdConfig, hooks: Hooks, name: str) -> AppServiceBase:

@@ -141,6 +141,8 @@ def test_a_fatal_service_refuses_calls_at_once_and_status_says_so(project: Proje
     wait_for(lambda: project.status()["services"]["broken"]["listening"] is False,
              message="the status to say broken's listener is closed")
     assert project.status()["services"]["alpha"]["listening"] is True
+    text = project.appd("status")
+    assert "broken: fatal" in text.stdout and "listener closed" in text.stdout
     for _ in range(3):
         started = time.monotonic()
         with pytest.raises(ConnectFailed), project.client("broken") as client:
@@ -358,3 +360,57 @@ def test_stop_first_stops_the_old_process_before_starting_the_new(project: Proje
     assert seen.index(("service process started", new_beta)) < seen.index(
         ("service process stopped", old_beta)
     )
+
+
+def test_appd_reload_replaces_a_daemons_processes_and_waits_until_ready(
+    project: Project,
+) -> None:
+    project.write_config({"alpha": {"processes": 2}})
+    started = project.appd("start")
+    assert started.returncode == 0, started.stderr
+    try:
+        before = set(project.pids("alpha"))
+        reloaded = project.appd("reload")
+        assert reloaded.returncode == 0, reloaded.stderr
+        assert "appd reloaded" in reloaded.stdout
+        status = project.status()
+        assert status["reloads"] == 1 and status["state"] == "running"
+        after = set(project.pids("alpha"))
+        assert len(after) == 2 and not after & before
+        with project.client("alpha") as client:
+            assert client.call("pid") in after
+    finally:
+        assert project.appd("stop").returncode == 0
+    assert project.appd("reload").returncode == 3
+
+
+def test_status_documents_heartbeats_and_a_stopped_process_stops_beating(
+    project: Project,
+) -> None:
+    project.write_config({"alpha": {}, "beta": {"processes": 2}})
+    project.run()
+    status = project.status()
+    assert set(status) >= {"state", "pid", "started_at", "uptime", "services"}
+    assert status["state"] == "running"
+    for service in status["services"].values():
+        assert set(service) >= {"state", "restarts", "requests", "processes", "listening"}
+        for proc in service["processes"]:
+            assert set(proc) >= {"worker", "state", "pid", "restarts", "uptime", "requests",
+                                 "heartbeat_age"}
+            assert proc["heartbeat_age"] is not None and proc["heartbeat_age"] < 1.0
+    [victim] = project.pids("alpha")
+    os.kill(victim, signal.SIGSTOP)
+    try:
+        def age() -> float:
+            [proc] = project.status()["services"]["alpha"]["processes"]
+            return float(proc["heartbeat_age"])
+
+        wait_for(lambda: age() > 1.5, message="the stopped process's heartbeat to age")
+        assert all(p["heartbeat_age"] < 1.0
+                   for p in project.status()["services"]["beta"]["processes"])
+    finally:
+        os.kill(victim, signal.SIGCONT)
+    wait_for(lambda: age() < 1.0, message="the heartbeat to resume")
+    text = project.appd("status")
+    assert text.returncode == 0
+    assert "alpha: ready" in text.stdout and "heartbeat=" in text.stdout
