@@ -178,7 +178,7 @@ def appd_status(status: Mapping[str, Any]) -> None:
 
 @hookspec
 def appd_reload(phase: str) -> None:
-    """Called in the supervisor around a reload (SIGHUP, ``appd restart``).
+    """Called in the supervisor around a reload (SIGHUP, ``appd reload``).
 
     :param phase: ``"begin"`` when the reload starts, ``"end"`` once every process has been
         replaced (or a later reload took over).
