@@ -570,8 +570,11 @@ class Supervisor:
         while len(entry.workers) > wanted:
             slot = entry.workers.pop()
             entry.requests_done.pop()
-            entry.draining.append(slot)
             self.engine.stop(slot)
+            if slot.pid is None:
+                self.engine.remove(slot)
+            else:
+                entry.draining.append(slot)
         while len(entry.workers) < wanted:
             index = len(entry.workers)
             slot = self._new_slot(entry, index, fresh=True)
