@@ -151,8 +151,11 @@ def appd_quit(reason: str) -> None:
 def appd_listener(service: AppServiceBase) -> socket.socket | None:
     """Give a socket service a listening socket instead of letting the supervisor bind one.
 
-    Called in the supervisor before the first fork, once per socket service (and again for a
-    service that a reload adds).  Stops at the first non-``None`` result.  Socket activation
+    Called in the supervisor before the first fork, once per socket service, and again each
+    time the supervisor opens a service's listener anew: a service a reload adds, an address a
+    reload changes, a service whose listener was closed because no process was left to run it
+    (FATAL) and that a reload starts again.  The supervisor closes the socket it was given when
+    the service is removed or has no process left.  Stops at the first non-``None`` result.  Socket activation
     uses it: a service manager that passed listening sockets (``LISTEN_FDS``) hands them over.
 
     :param service: the socket service about to be bound.
