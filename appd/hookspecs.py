@@ -155,8 +155,9 @@ def appd_listener(service: AppServiceBase) -> socket.socket | None:
     time the supervisor opens a service's listener anew: a service a reload adds, an address a
     reload changes, a service whose listener was closed because no process was left to run it
     (FATAL) and that a reload starts again.  The supervisor closes the socket it was given when
-    the service is removed or has no process left.  Stops at the first non-``None`` result.  Socket activation
-    uses it: a service manager that passed listening sockets (``LISTEN_FDS``) hands them over.
+    the service is removed or has no process left.  Stops at the first non-``None`` result.
+    Socket activation uses it: a service manager that passed listening sockets
+    (``LISTEN_FDS``) hands them over.
 
     :param service: the socket service about to be bound.
     :returns: a bound, listening socket the supervisor then owns, or ``None`` to let it bind

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from appd.config import AppdConfig, RawConfig, finish_config, read_config
+from appd.config import AppdConfig, RawConfig, find_config_file, finish_config, read_config
 from appd.discovery import DiscoveredService, discover_services
 from appd.errors import AppdError, ConfigurationError
 from appd.hooks import Hooks, configured_hooks
@@ -196,8 +196,11 @@ def run_supervisor(
     from appd.supervisor.child import configure_process_logging
 
     configure_process_logging(config, None, None)
-    config_file = None if config_path is None else str(Path(config_path).resolve())
     source = _source
+    # The file found now, from the working directory of now: a reload and the service
+    # processes it starts read it again from the run directory.
+    found = find_config_file(config_path) if config_path is not None or source is None else None
+    config_file = None if found is None else str(found[0].resolve())
     status_file = status_path_for(config.pid_file)
     status_file.parent.mkdir(parents=True, exist_ok=True)
     config.run_dir.mkdir(parents=True, exist_ok=True)

@@ -136,15 +136,19 @@ class Project:
             capture_output=True, text=True, timeout=timeout,
         )
 
-    def run(self) -> subprocess.Popen[bytes]:
+    def run_in(self, run_dir: str) -> subprocess.Popen[bytes]:
+        """:meth:`run` with the configuration's ``run_dir`` set to ``run_dir``."""
+        return self.run(under=run_dir)
+
+    def run(self, under: str = "") -> subprocess.Popen[bytes]:
         """``appd run`` in the foreground, its standard error to :attr:`log`; waits until
-        every service is ready."""
+        every service is ready (``under``: the ``run_dir`` the pid file is relative to)."""
         with self.log.open("ab") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "appd", "run"], cwd=self.root, env=self.env(),
                 stdout=subprocess.DEVNULL, stderr=err,
             )
-        wait_for(lambda: self.all_ready() or self.proc.poll() is not None,  # type: ignore[union-attr]
+        wait_for(lambda: self.all_ready(under) or self.proc.poll() is not None,  # type: ignore[union-attr]
                  timeout=30, message="every service to be ready")
         assert self.proc.poll() is None, self.log.read_text()
         return self.proc
@@ -159,19 +163,20 @@ class Project:
             self.proc.kill()
             return self.proc.wait()
 
-    def status(self) -> dict[str, Any]:
+    def status(self, under: str = "") -> dict[str, Any]:
+        path = self.root / under / "run" / "appd.status.json"
         try:
-            data: dict[str, Any] = json.loads((self.root / "run" / "appd.status.json").read_text())
+            data: dict[str, Any] = json.loads(path.read_text())
         except (FileNotFoundError, ValueError):
             return {}
         return data
 
-    def all_ready(self) -> bool:
-        services = self.status().get("services", {})
+    def all_ready(self, under: str = "") -> bool:
+        services = self.status(under).get("services", {})
         return bool(services) and all(s["state"] == "ready" for s in services.values())
 
-    def pids(self, name: str) -> list[int]:
-        service = self.status().get("services", {}).get(name, {})
+    def pids(self, name: str, under: str = "") -> list[int]:
+        service = self.status(under).get("services", {}).get(name, {})
         return [p["pid"] for p in service.get("processes", []) if p["pid"]]
 
     def hup(self) -> None:

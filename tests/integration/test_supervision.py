@@ -414,3 +414,18 @@ def test_status_documents_heartbeats_and_a_stopped_process_stops_beating(
     text = project.appd("status")
     assert text.returncode == 0
     assert "alpha: ready" in text.stdout and "heartbeat=" in text.stdout
+
+
+def test_a_reload_finds_the_configuration_from_another_run_dir(project: Project) -> None:
+    (project.root / "var").mkdir()
+    project.write_config({"alpha": {}}, extra='run_dir = "var"')
+    proc = project.run_in("var")
+    [before] = project.pids("alpha", under="var")
+    os.kill(proc.pid, signal.SIGHUP)
+    wait_for(lambda: project.status("var").get("reloads") == 1
+             and project.status("var")["state"] == "running", timeout=30,
+             message="the reload to finish")
+    [after] = project.pids("alpha", under="var")
+    assert after != before
+    with project.client("alpha") as client:
+        assert client.call("pid") == after
