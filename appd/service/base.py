@@ -5,11 +5,14 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Mapping
-from typing import Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from appd.config import SettingsReader
 from appd.errors import ConfigurationError
 from appd.runtime import quit_requested, sleep
+
+if TYPE_CHECKING:
+    from appd.capacity import Capacities, Capacity
 
 __all__ = ["RELOAD_MODES", "AppServiceBase", "is_service_class", "service_name_for"]
 
@@ -58,6 +61,10 @@ class AppServiceBase:
     #: process and stops the old one once the new one is ready (no gap); ``"stop-first"`` stops
     #: the old one first, for a resource that cannot take two holders at once.
     reload: str = "overlap"
+
+    #: The configured capacities (``[capacities.<name>]``), given by appd before :meth:`setup`;
+    #: None when the service runs without a configuration.
+    capacities: Capacities | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -122,6 +129,27 @@ class AppServiceBase:
                 f"{where}service {self.name!r} has no setting {', '.join(map(repr, unknown))} "
                 f"(known settings: {known})"
             )
+
+    def capacity(self, name: str) -> Capacity:
+        """The configured capacity ``name``: at most its ``limit`` holders at once, across every
+        process and host that shares its backend::
+
+            with self.capacity("pdu").acquire(timeout=2.0) as lease:
+                ...  # lease.token is the fencing token; lease.lost turns true if it was lost
+
+        (``async with`` in async handlers).  :class:`~appd.errors.ConfigurationError` when no
+        ``[capacities.<name>]`` table is configured.
+        """
+        if self.capacities is None:
+            raise ConfigurationError(
+                f"service {self.name!r}: no capacity {name!r} is configured (add a "
+                f"[capacities.{name}] table)"
+            )
+        return self.capacities.get(name)
+
+    def has_capacity(self, name: str) -> bool:
+        """True when capacity ``name`` is configured (so :meth:`capacity` returns it)."""
+        return self.capacities is not None and name in self.capacities
 
     def setup(self) -> None:
         """Prepare the service in its own process, after fork and before :meth:`run`."""
