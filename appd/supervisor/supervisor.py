@@ -322,17 +322,23 @@ class Supervisor:
         entry.listener = given if given is not None else bind()
         self._status_dirty = True
 
-    def _close_listener(self, entry: _Service) -> None:
+    def _close_listener(self, entry: _Service, *, refuse: bool = False) -> None:
+        """Close the supervisor's copy of the service's listener.  With ``refuse`` the socket
+        itself stops listening first, for every process holding a copy: connections waiting in
+        its queue and new ones are refused at once (a shutdown, a removed service)."""
         if entry.listener is not None:
+            if refuse:
+                with contextlib.suppress(OSError):
+                    entry.listener.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
                 entry.listener.close()
             entry.listener = None
             self._status_dirty = True
 
-    def close_listeners(self) -> None:
-        """Close the supervisor's copies of the listening sockets."""
+    def close_listeners(self, *, refuse: bool = False) -> None:
+        """Close the supervisor's copies of the listening sockets (see :meth:`_close_listener`)."""
         for entry in self.services.values():
-            self._close_listener(entry)
+            self._close_listener(entry, refuse=refuse)
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -474,7 +480,7 @@ class Supervisor:
                 _log.warning(
                     "no process left to serve; closing the listener", service=entry.name
                 )
-                self._close_listener(entry)
+                self._close_listener(entry, refuse=True)
 
     # -- shutdown ---------------------------------------------------------------------------
 
@@ -483,8 +489,8 @@ class Supervisor:
             return
         _log.info("supervisor stopping", reason=reason)
         self._state = "stopping"
-        self.close_listeners()
         self.engine.stop_all()
+        self.close_listeners(refuse=True)
         self._status_dirty = True
 
     # -- reload -----------------------------------------------------------------------------
@@ -537,7 +543,7 @@ class Supervisor:
             if name not in wanted:
                 _log.info("service no longer configured; stopping it", service=name)
                 entry.removed = True
-                self._close_listener(entry)
+                self._close_listener(entry, refuse=True)
                 for slot in entry.workers:
                     self.engine.stop(slot)
                 if entry.workers:

@@ -14,6 +14,7 @@ loop on when one request holds it).
 from __future__ import annotations
 
 import contextlib
+import errno
 import selectors
 import socket
 import threading
@@ -214,6 +215,10 @@ class SecureSocketServer:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # EMFILE and friends: keep serving those we have
+                if exc.errno == errno.EINVAL:
+                    # The listener was shut down (its service is stopping): nothing to accept.
+                    self._listen(selector, False)
+                    return
                 log.warning("accept failed", service=self.settings.name, error=str(exc))
                 return
             sock.setblocking(False)
