@@ -428,3 +428,20 @@ def test_a_reload_finds_the_configuration_from_another_run_dir(project: Project)
     assert after != before
     with project.client("alpha") as client:
         assert client.call("pid") == after
+
+
+def test_a_reload_that_lowers_processes_stops_the_extra_ones(project: Project) -> None:
+    project.write_config({"alpha": {"processes": 3}})
+    project.run()
+    before = project.pids("alpha")
+    assert len(before) == 3
+    project.write_config({"alpha": {"processes": 1}})
+    project.hup()
+    wait_for(lambda: project.status().get("reloads") == 1 and project.all_ready()
+             and not project.status()["services"]["alpha"]["draining"], timeout=30,
+             message="the reload to finish")
+    after = project.pids("alpha")
+    assert len(after) == 1 and after[0] not in before
+    wait_for(lambda: not any(pid_alive(p) for p in before), message="the old processes to stop")
+    with project.client("alpha") as client:
+        assert client.call("pid") == after[0]
