@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -17,7 +18,7 @@ import pytest
 from supervision import KEY, Callers, Project, project_in
 from support import pid_alive, wait_for
 
-from appd import SecureSocketAppClient
+from appd import AsyncSecureSocketAppClient, SecureSocketAppClient
 from appd.errors import (
     AuthenticationFailed,
     ConnectFailed,
@@ -445,3 +446,42 @@ def test_a_reload_that_lowers_processes_stops_the_extra_ones(project: Project) -
     wait_for(lambda: not any(pid_alive(p) for p in before), message="the old processes to stop")
     with project.client("alpha") as client:
         assert client.call("pid") == after[0]
+
+
+def test_async_clients_see_no_error_across_reloads(project: Project) -> None:
+    project.write_config({"alpha": {"processes": 1}})
+    project.run()
+    failures: list[BaseException] = []
+    replies = 0
+
+    async def call_in_a_loop(stop: asyncio.Event) -> None:
+        nonlocal replies
+        async with AsyncSecureSocketAppClient(
+            "127.0.0.1", project.port("alpha"), "user", "user password", KEY, timeout=20
+        ) as client:
+            while not stop.is_set():
+                try:
+                    await client.call("pid")
+                    replies += 1
+                except Exception as exc:  # every failure counts
+                    failures.append(exc)
+                await asyncio.sleep(0.005)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        callers = [asyncio.create_task(call_in_a_loop(stop)) for _ in range(4)]
+        for _ in range(3):
+            await asyncio.sleep(1.0)
+            project.hup()
+        await asyncio.sleep(1.0)
+        for _ in range(200):
+            if project.status().get("reloads", 0) >= 2 and project.status()["state"] == "running":
+                break
+            await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.gather(*callers)
+
+    asyncio.run(main())
+    assert failures == []
+    assert replies > 100
+    assert project.status().get("reloads", 0) >= 2
