@@ -135,6 +135,9 @@ class _Service:
     config: ServiceConfig
     group: int
     listener: socket.socket | None = None
+    #: The listener came from ``appd_listener`` (socket activation): never shut it down, since
+    #: the service manager that passed it keeps listening on it.
+    given: bool = False
     #: The current slot of each worker index.
     workers: list[Slot] = field(default_factory=list)
     #: Replaced slots still draining.
@@ -320,14 +323,16 @@ class Supervisor:
             return
         given = self.hooks.appd_listener(service=service)
         entry.listener = given if given is not None else bind()
+        entry.given = given is not None
         self._status_dirty = True
 
     def _close_listener(self, entry: _Service, *, refuse: bool = False) -> None:
         """Close the supervisor's copy of the service's listener.  With ``refuse`` the socket
         itself stops listening first, for every process holding a copy: connections waiting in
-        its queue and new ones are refused at once (a shutdown, a removed service)."""
+        its queue and new ones are refused at once (a shutdown, a removed service) -- unless a
+        plugin gave the socket (socket activation): its service manager keeps listening."""
         if entry.listener is not None:
-            if refuse:
+            if refuse and not entry.given:
                 with contextlib.suppress(OSError):
                     entry.listener.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):

@@ -105,7 +105,9 @@ class Project:
     def port(self, name: str) -> int:
         return self.ports.setdefault(name, free_port())
 
-    def write_config(self, services: dict[str, dict[str, Any]], extra: str = "") -> None:
+    def write_config(
+        self, services: dict[str, dict[str, Any]], extra: str = "", plugins: tuple[str, ...] = ()
+    ) -> None:
         lines = [
             'pid_file = "run/appd.pid"',
             'log_file = "run/appd.log"',
@@ -113,7 +115,7 @@ class Project:
             'log_format = "json"',
             f"enabled = {json.dumps(list(services))}",
             "shutdown_grace = 10",
-            'plugins = ["recording_plugin:recorder"]',
+            f"plugins = {json.dumps(['recording_plugin:recorder', *plugins])}",
             extra,
         ]
         for name, settings in services.items():

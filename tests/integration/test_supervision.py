@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from supervision import KEY, Callers, Project, project_in
-from support import pid_alive, wait_for
+from support import free_port, pid_alive, wait_for
 
 from appd import AsyncSecureSocketAppClient, SecureSocketAppClient
 from appd.errors import (
@@ -485,3 +485,44 @@ def test_async_clients_see_no_error_across_reloads(project: Project) -> None:
     assert failures == []
     assert replies > 100
     assert project.status().get("reloads", 0) >= 2
+
+
+LISTENER_PLUGIN = '''
+import socket
+
+from appd import hookimpl
+
+PORT = {port}
+
+
+@hookimpl
+def appd_listener(service):
+    if service.name != "alpha":
+        return None
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", PORT))
+    sock.listen(16)
+    return sock
+'''
+
+
+def test_the_supervisor_serves_on_a_listener_a_plugin_gives_and_fires_its_hooks(
+    project: Project,
+) -> None:
+    given = free_port()
+    (project.root / "listener_plugin.py").write_text(LISTENER_PLUGIN.format(port=given))
+    project.write_config({"alpha": {}}, plugins=("listener_plugin",))
+    project.run()
+    with SecureSocketAppClient("127.0.0.1", given, "user", "user password", KEY) as client:
+        assert client.call("pid") == project.pids("alpha")[0]
+    with pytest.raises(ConnectFailed), project.client("alpha") as client:
+        client.call("pid")  # the service's own port was never bound
+    project.hup()
+    wait_for(lambda: project.status().get("reloads") == 1, message="the reload to finish")
+    wait_for(lambda: len(project.hook_calls("appd_reload")) == 2, message="appd_reload end")
+    assert [c["kwargs"]["phase"] for c in project.hook_calls("appd_reload")] == [
+        "'begin'", "'end'"
+    ]
+    states = {c["kwargs"]["state"] for c in project.hook_calls("appd_status")}
+    assert {"'running'", "'reloading'"} <= states
