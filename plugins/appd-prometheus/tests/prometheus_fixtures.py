@@ -14,25 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
-
-import appd.supervisor
 
 KEY = "a metrics test key of 32 bytes!!"
 USER, PASSWORD = "web", "metrics test password"
 
-
-def supervisor_calls(*hooks: str) -> bool:
-    """Whether the supervisor fires these hooks (they are specified before it calls them)."""
-    source = "".join(p.read_text() for p in Path(appd.supervisor.__file__).parent.glob("*.py"))
-    return all(f"{hook}(" in source for hook in hooks)
-
-
-needs_status_hook = pytest.mark.skipif(
-    not supervisor_calls("appd_status"),
-    reason="this supervisor does not fire appd_status yet",
-)
 
 SERVICES_PY = textwrap.dedent(
     """

@@ -11,7 +11,7 @@ import urllib.request
 from collections import Counter
 
 import pytest
-from prometheus_fixtures import Project, Samples, needs_status_hook, value
+from prometheus_fixtures import Project, Samples, value
 from support import wait_for
 
 from appd import RemoteError, RequestTimeout, ServiceBusy
@@ -106,7 +106,6 @@ def test_counters_are_exact_across_processes_errors_busy_and_kill_9(project: Pro
     assert list(project.metrics_dir.glob("*.db")) == []  # cleaned at exit
 
 
-@needs_status_hook
 def test_restarts_and_states_come_from_the_supervisors_status(project: Project) -> None:
     proc = project.run()
     pids = wait_for(project.ready_pids, timeout=30, message="both processes ready")

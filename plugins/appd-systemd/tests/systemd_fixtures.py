@@ -15,29 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 from support import wait_for
-
-import appd.supervisor
 
 KEY = "a systemd test key of 32 bytes!!"
 USER, PASSWORD = "web", "systemd test password"
-
-
-def supervisor_calls(*hooks: str) -> bool:
-    """Whether the supervisor fires these hooks (they are specified before it calls them)."""
-    source = "".join(p.read_text() for p in Path(appd.supervisor.__file__).parent.glob("*.py"))
-    return all(f"{hook}(" in source for hook in hooks)
-
-
-needs_status_hooks = pytest.mark.skipif(
-    not supervisor_calls("appd_status", "appd_reload"),
-    reason="this supervisor does not fire appd_status/appd_reload yet",
-)
-needs_listener_hook = pytest.mark.skipif(
-    not supervisor_calls("appd_listener"),
-    reason="this supervisor does not fire appd_listener yet",
-)
 
 
 @dataclass
@@ -100,8 +81,6 @@ class NotifySocket:
             lambda: self.with_key(key, value), timeout=timeout, message=f"{key}={value} notified"
         )
         return found[0]
-
-
 
 
 SERVICES_PY = textwrap.dedent(

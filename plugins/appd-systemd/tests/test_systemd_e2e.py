@@ -18,8 +18,6 @@ from support import free_port, wait_for
 from systemd_fixtures import (
     NotifySocket,
     Project,
-    needs_listener_hook,
-    needs_status_hooks,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -133,7 +131,6 @@ def test_without_notify_socket_nothing_is_sent_and_appd_runs(project: Project) -
     assert "systemd notified" not in project.log()
 
 
-@needs_status_hooks
 def test_ready_only_after_every_service_is_ready_then_reload_then_stop(
     project: Project, notify_socket: NotifySocket
 ) -> None:
@@ -161,7 +158,6 @@ def test_ready_only_after_every_service_is_ready_then_reload_then_stop(
     assert len(notify_socket.with_key("STOPPING", "1")) == 1
 
 
-@needs_status_hooks
 def test_watchdog_pings_stop_while_a_service_process_is_stopped(
     project: Project, notify_socket: NotifySocket
 ) -> None:
@@ -191,7 +187,6 @@ def test_watchdog_pings_stop_while_a_service_process_is_stopped(
     assert project.stop(proc) == 0
 
 
-@needs_listener_hook
 def test_a_passed_socket_serves_instead_of_binding(project: Project) -> None:
     with socket.socket() as passed:
         passed.bind(("127.0.0.1", 0))
@@ -212,7 +207,6 @@ def test_a_passed_socket_serves_instead_of_binding(project: Project) -> None:
         assert project.stop(proc) == 0
 
 
-@needs_listener_hook
 @pytest.mark.skipif(
     not shutil.which("systemd-socket-activate"), reason="no systemd-socket-activate"
 )
