@@ -134,6 +134,7 @@ class SystemdPlugin:
         #: Seconds between watchdog pings (``None``: no watchdog).
         self.interval: float | None = None
         self._passed: list[PassedSocket] = []
+        self._passed_count = 0
         self._activation_error: str | None = None
         self._lock = threading.Lock()
         self._status: tuple[Mapping[str, Any], float] | None = None
@@ -169,6 +170,7 @@ class SystemdPlugin:
                 _log.warning("systemd watchdog off", error=str(exc))
         try:
             self._passed = passed_sockets(environ, pid)
+            self._passed_count = len(self._passed)
         except ValueError as exc:
             self._activation_error = str(exc)
             _log.error("socket activation failed", error=str(exc))
@@ -196,7 +198,9 @@ class SystemdPlugin:
 
     @hookimpl
     def appd_listener(self, service: AppServiceBase) -> Any:
-        """Hand a passed socket to the service it is named for, or bound to."""
+        """Hand a passed socket to the service it is named for, or bound to; a single unnamed
+        socket that matches no address goes to the first socket service (one socket, one
+        service: ``systemd-socket-activate -l PORT appd run``)."""
         if not self._in_supervisor():
             return None
         if self._activation_error is not None:
@@ -210,6 +214,9 @@ class SystemdPlugin:
             port=getattr(where, "port", None),
             path=getattr(where, "path", None),
         )
+        only = self._passed[0] if self._passed_count == len(self._passed) == 1 else None
+        if sock is None and only is not None and not only.name:
+            sock = only.sock
         if sock is not None:
             self._passed = [p for p in self._passed if p.sock is not sock]
             _log.info(

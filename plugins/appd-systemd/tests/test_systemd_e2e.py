@@ -210,10 +210,12 @@ def test_a_passed_socket_serves_instead_of_binding(project: Project) -> None:
 @pytest.mark.skipif(
     not shutil.which("systemd-socket-activate"), reason="no systemd-socket-activate"
 )
-def test_systemd_socket_activate_starts_appd(project: Project) -> None:
-    port = free_port()
+@pytest.mark.parametrize("named", [True, False])
+def test_systemd_socket_activate_starts_appd(project: Project, named: bool) -> None:
+    port = free_port()  # not the configured port: only the passed socket can serve it
+    name = ["--fdname=echo"] if named else []
     proc = project.run(
-        argv=["systemd-socket-activate", "-l", f"127.0.0.1:{port}", "--fdname=echo",
+        argv=["systemd-socket-activate", "-l", f"127.0.0.1:{port}", *name,
               sys.executable, "-m", "appd", "run"],
     )
 
