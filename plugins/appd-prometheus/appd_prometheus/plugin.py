@@ -111,6 +111,7 @@ class PrometheusPlugin:
         try:
             self._httpd, _ = start_http_server(settings.port, addr=settings.host, registry=registry)
         except OSError as exc:
+            self._clean_up()
             raise ConfigurationError(
                 f"prometheus: cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
             ) from None
@@ -233,20 +234,27 @@ class PrometheusPlugin:
                 self._sampler.stop()
                 self._sampler = None
             return
-        if self.role != "supervisor" or self._httpd is None:
+        if self.role != "supervisor":
             return
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._httpd = None
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+            _log.info("metrics endpoint stopped")
         if self._capacities is not None:
             with contextlib.suppress(Exception):  # the backends' connections, opened to read them
                 self._capacities.close()
-        if self.directory is not None:
-            if self._own_directory:
-                shutil.rmtree(self.directory, ignore_errors=True)
-            else:
-                self._empty_directory()
-        _log.info("metrics endpoint stopped")
+        self._clean_up()
+
+    def _clean_up(self) -> None:
+        """Remove the service processes' files (and the directory, when it is our own)."""
+        if self.directory is None:
+            return
+        if self._own_directory:
+            shutil.rmtree(self.directory, ignore_errors=True)
+        else:
+            self._empty_directory()
+        self.directory = None
 
 
 #: The instance registered through the ``appd.plugins`` entry point ``prometheus``.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,7 +96,10 @@ def test_a_configured_directory_is_emptied_at_start_and_kept(
     assert sorted(p.name for p in directory.iterdir()) == ["README"]
 
 
-def test_a_port_in_use_fails_the_start_naming_it(supervisor_plugin: PrometheusPlugin) -> None:
+def test_a_port_in_use_fails_the_start_naming_it(
+    supervisor_plugin: PrometheusPlugin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
@@ -103,6 +107,8 @@ def test_a_port_in_use_fails_the_start_naming_it(supervisor_plugin: PrometheusPl
         supervisor_plugin.appd_configure(config={"prometheus": {"port": port}})
         with pytest.raises(ConfigurationError, match=f"cannot listen on 127.0.0.1:{port}"):
             supervisor_plugin.appd_listener(service=SERVICE)
+    assert supervisor_plugin.directory is None
+    assert list(tmp_path.iterdir()) == []  # the directory made for it is gone again
 
 
 def test_without_a_table_the_plugin_stays_idle(supervisor_plugin: PrometheusPlugin) -> None:
