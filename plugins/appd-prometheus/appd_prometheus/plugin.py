@@ -112,6 +112,8 @@ class PrometheusPlugin:
             self._httpd, _ = start_http_server(settings.port, addr=settings.host, registry=registry)
         except OSError as exc:
             self._clean_up()
+            for name in (DIRECTORY_ENV, "PROMETHEUS_MULTIPROC_DIR"):
+                os.environ.pop(name, None)  # service processes then record nothing
             raise ConfigurationError(
                 f"prometheus: cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
             ) from None

@@ -109,6 +109,7 @@ def test_a_port_in_use_fails_the_start_naming_it(
             supervisor_plugin.appd_listener(service=SERVICE)
     assert supervisor_plugin.directory is None
     assert list(tmp_path.iterdir()) == []  # the directory made for it is gone again
+    assert DIRECTORY_ENV not in os.environ
 
 
 def test_without_a_table_the_plugin_stays_idle(supervisor_plugin: PrometheusPlugin) -> None:
