@@ -22,6 +22,7 @@ from appd.errors import AppdError, ConfigurationError
 from appd.hooks import Hooks, load_hooks
 from appd.logging import configure_logging, get_logger
 from appd.service import AppServiceBase
+from appd.transport.crypto import human_key_reason
 
 __all__ = [
     "ConfigSource",
@@ -328,11 +329,13 @@ def plugin_rows(hooks: Hooks) -> tuple[list[list[str]], list[tuple[str, str]]]:
     return loaded, failed
 
 
-def check(config: AppdConfig, hooks: Hooks) -> tuple[list[str], list[str]]:
-    """``appd check``: problems and passed checks, without starting anything."""
+def check(config: AppdConfig, hooks: Hooks) -> tuple[list[str], list[str], list[str]]:
+    """``appd check``: problems, passed checks and warnings (worth fixing, not failing the
+    check), without starting anything."""
     from appd.service import SecureSocketAppService
 
     problems: list[str] = []
+    warnings: list[str] = []
     notes = [f"configuration: {config.source or 'defaults (no configuration file)'}"]
     found = discover(config, hooks)
     notes.append(f"discovery: {len(found)} service(s): {', '.join(f.name for f in found) or '-'}")
@@ -351,6 +354,11 @@ def check(config: AppdConfig, hooks: Hooks) -> tuple[list[str], list[str]]:
                 f"service {service.name}: key is {size} bytes; use at least "
                 f"{RECOMMENDED_KEY_BYTES} (appd keygen)"
             )
+        elif (reason := human_key_reason(key)) is not None:
+            warnings.append(
+                f"service {service.name}: key looks chosen by a person ({reason}); a recorded "
+                "handshake lets it be guessed offline: use a generated one (appd keygen)"
+            )
         try:
             listener = service.bind()
         except AppdError as exc:
@@ -362,4 +370,4 @@ def check(config: AppdConfig, hooks: Hooks) -> tuple[list[str], list[str]]:
             if service.path:
                 Path(service.path).unlink(missing_ok=True)
             notes.append(f"service {service.name}: address free")
-    return problems, notes
+    return problems, notes, warnings

@@ -19,7 +19,12 @@ from appd.runtime import quit_requested
 from appd.service.base import AppServiceBase
 from appd.transport.client import SecureSocketAppClient
 from appd.transport.crypto import key_bytes
-from appd.transport.listen import bind_listener, format_address
+from appd.transport.listen import (
+    DEFAULT_SOCKET_MODE,
+    bind_listener,
+    checked_socket_mode,
+    format_address,
+)
 from appd.transport.loop import LoopThread
 from appd.transport.protocol import DEFAULT_MAX_FRAME_SIZE
 from appd.transport.server import Request, SecureSocketServer, ServerSettings
@@ -70,6 +75,7 @@ class SecureSocketAppService(AppServiceBase):
         "host", "port", "path", "key", "username", "password", "users", "concurrency",
         "max_queue", "queue_timeout", "max_connections", "max_frame_size",
         "handshake_timeout", "idle_timeout", "request_timeout", "shutdown_grace",
+        "frame_timeout", "write_timeout", "socket_mode",
     }
 
     #: Interface to listen on (TCP).
@@ -103,6 +109,13 @@ class SecureSocketAppService(AppServiceBase):
     request_timeout: float | None = 60.0
     #: Seconds to finish in-flight requests after quit is requested.
     shutdown_grace: float = 10.0
+    #: Seconds a frame may take to arrive once its first byte has (then the connection closes).
+    frame_timeout: float = 10.0
+    #: Seconds a reply may take to be written to a client that does not read (then it closes).
+    write_timeout: float = 10.0
+    #: Permissions of the Unix socket file at ``path`` (0o600: the owner only; 0o660: its group
+    #: too), whatever the umask.
+    socket_mode: int = DEFAULT_SOCKET_MODE
 
     #: Requests this process has answered (per process; the supervisor reads it).
     requests_served: int = 0
@@ -161,7 +174,9 @@ class SecureSocketAppService(AppServiceBase):
         """Create, bind and listen on the service's address (before forking, for a supervisor
         that shares one socket among ``processes``).  Raises :class:`~appd.errors.AddressInUse`
         naming the service and the address when it is taken."""
-        return bind_listener(self.name, self.host, self.port, self.path)
+        return bind_listener(
+            self.name, self.host, self.port, self.path, socket_mode=self.socket_mode
+        )
 
     def serve(self, listener: socket.socket | None = None) -> None:
         """Serve until :func:`appd.runtime.quit_requested`, then finish in-flight requests within
@@ -210,6 +225,9 @@ class SecureSocketAppService(AppServiceBase):
                 name, "request_timeout", self.request_timeout, optional=True
             ),
             shutdown_grace=_seconds(name, "shutdown_grace", self.shutdown_grace, minimum=0.0),
+            frame_timeout=_seconds(name, "frame_timeout", self.frame_timeout),
+            write_timeout=_seconds(name, "write_timeout", self.write_timeout),
+            socket_mode=checked_socket_mode(name, self.socket_mode),
         )
 
     def _user_table(self) -> dict[str, str]:

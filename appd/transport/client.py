@@ -159,6 +159,8 @@ class ClientBase:
     def _result(self, reply: Reply, request_id: int, reqcmd: str) -> tuple[list[Any], dict[
         str, Any
     ]]:
+        if reply.id is None and reply.error_code == "bad_request":
+            raise ProtocolError(f"{self.address} refused the request: {reply.error_message}")
         if reply.id != request_id:
             raise ProtocolError(
                 f"{self.address} answered request {reply.id} while {request_id} was pending"

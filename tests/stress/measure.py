@@ -1,0 +1,78 @@
+"""What the stress suites measure in a service process (from /proc), and the flooder process."""
+
+from __future__ import annotations
+
+import collections
+import socket
+import sys
+import time
+from pathlib import Path
+
+from appd.transport.protocol import MAGIC, VERSION, encode_frame
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of ``pid`` in KiB."""
+    return _status_field(pid, "VmRSS")
+
+
+def peak_rss_kib(pid: int) -> int:
+    """The highest resident memory ``pid`` ever had, in KiB."""
+    return _status_field(pid, "VmHWM")
+
+
+def threads(pid: int) -> int:
+    """Threads of ``pid``."""
+    return _status_field(pid, "Threads")
+
+
+def _status_field(pid: int, name: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(name + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {name} for pid {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time ``pid`` has used."""
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    fields = raw[raw.rindex(")") + 2 :].split()
+    import os
+
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def flood(host: str, port: int, seconds: float, mode: str, keep: int = 2000) -> int:
+    """Open connections to ``host:port`` as fast as one process can for ``seconds``: silent
+    ones (``connect``), or ones that send a client hello and nothing else (``hello``).  Keeps
+    the newest ``keep`` open, closing the oldest.  Returns how many it opened."""
+    hello = encode_frame(MAGIC + bytes([VERSION]) + bytes(32))
+    opened: collections.deque[socket.socket] = collections.deque()
+    count = 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            if mode == "hello":  # connected (at once, on loopback) so that the hello goes out
+                sock.settimeout(1.0)
+                sock.connect((host, port))
+                sock.send(hello)
+            else:
+                sock.setblocking(False)
+                sock.connect((host, port))
+        except BlockingIOError:
+            pass
+        except OSError:
+            sock.close()
+            continue
+        opened.append(sock)
+        count += 1
+        if len(opened) > keep:
+            opened.popleft().close()
+    for sock in opened:
+        sock.close()
+    return count
+
+
+if __name__ == "__main__":  # python measure.py HOST PORT SECONDS MODE
+    print(flood(sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]), flush=True)
