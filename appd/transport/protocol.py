@@ -229,8 +229,11 @@ class FrameDecoder:
         end = 4 + length
         if len(buf) < end:
             return None
-        body = bytes(buf[4:end])
-        del buf[:end]
+        body = bytes(memoryview(buf)[4:end])  # one copy, not a slice and then a copy
+        if len(buf) == end:
+            self._buf = bytearray()  # not ``del``: that keeps the whole allocation of a big frame
+        else:
+            del buf[:end]
         return body
 
 class Session:

@@ -17,6 +17,7 @@ import contextlib
 import resource
 import select
 import socket
+import struct
 import threading
 import time
 from collections import OrderedDict
@@ -26,6 +27,7 @@ from typing import Any, Protocol
 
 from appd.errors import ProtocolError, RequestTimeout, ServiceBusy
 from appd.logging import get_logger
+from appd.transport.heap import TRIM_AFTER, trim_heap
 from appd.transport.limits import Limiter, Watchdog
 from appd.transport.protocol import (
     BadRequest,
@@ -41,7 +43,7 @@ from appd.transport.protocol import (
     max_objects,
 )
 from appd.transport.serving_loop import ServingLoop
-from appd.transport.sockopts import set_kernel_timeouts, set_nodelay
+from appd.transport.sockopts import set_kernel_timeouts, set_nodelay, set_send_timeout
 
 __all__ = ["Request", "RequestTarget", "SecureSocketServer", "ServerSettings", "peer_name"]
 
@@ -201,6 +203,9 @@ class SecureSocketServer:
         self.handshake_slots = _handshake_slots(settings.max_connections)
         self._turn = 0
         self._epoll: select.epoll
+        #: Set when a connection has finished with a large frame; the accept loop then gives the
+        #: freed memory back (see :mod:`appd.transport.heap`).
+        self.trim_due = False
         self.drops = DropLog(settings.name)
         self._connections: set[_Connection] = set()
         self._conn_lock = threading.Lock()
@@ -258,6 +263,9 @@ class SecureSocketServer:
                 now = time.monotonic()
                 self._expire_handshakes(now)
                 self.drops.flush(now)
+                if self.trim_due:
+                    self.trim_due = False
+                    trim_heap()
         finally:
             for pending in [*self._silent.values(), *self._greeted.values()]:
                 self._drop(pending)
@@ -416,6 +424,10 @@ class SecureSocketServer:
         with self._conn_lock:
             self._connections.discard(conn)
             self._conn_ended.notify_all()
+
+
+#: SO_LINGER on, zero seconds: close resets the connection and drops unsent data.
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 
 
 def _handshake_slots(max_connections: int) -> int:
@@ -608,10 +620,22 @@ class _Connection:
             self.close()
 
     def _serve_frame(self, body: bytes) -> None:
+        if len(body) < TRIM_AFTER:
+            self._serve_body(body)
+            return
+        try:
+            self._serve_body(body)
+        finally:
+            self.server.trim_due = True
+
+    def _serve_body(self, body: bytes) -> None:
         plaintext = self.open(body)  # raises before anything runs if it fails
         try:
             request_id, cmd, args, kwargs = decode_request(plaintext, self.object_limit)
         except BadRequest as exc:
+            del plaintext
+            if len(body) >= TRIM_AFTER:  # give a refused bomb's memory back before answering
+                trim_heap()
             self._send(encode_error(exc.request_id, "bad_request", "ProtocolError", str(exc)))
             if exc.request_id is None:  # not a request at all: answered, then closed
                 raise ProtocolError(str(exc)) from None
@@ -641,19 +665,28 @@ class _Connection:
     def _write(self, frame: bytes) -> None:
         """Write a whole frame within ``write_timeout`` (each send blocks at most that long, by
         the kernel's send timeout); :class:`TimeoutError` past it, so a peer that stops reading
-        loses its connection instead of holding a thread."""
+        loses its connection instead of holding a thread.  The unsent rest is discarded (the
+        connection is reset), not left in the kernel for the peer to trickle out."""
         sock = self.sock
-        sent = sock.send(frame)
-        if sent == len(frame):
-            return
-        deadline = time.monotonic() + self.write_timeout
-        view = memoryview(frame)[sent:]
-        while view:
-            if time.monotonic() >= deadline:
-                raise TimeoutError(
-                    f"reply not written within write_timeout ({self.write_timeout} s)"
-                )
-            view = view[sock.send(view) :]
+        started = time.monotonic()
+        try:
+            sent = sock.send(frame)  # blocks at most write_timeout (SO_SNDTIMEO)
+            if sent == len(frame):
+                return
+            deadline = started + self.write_timeout
+            view = memoryview(frame)[sent:]
+            while view:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise BlockingIOError
+                set_send_timeout(sock, left)  # the next send may only use what is left
+                view = view[sock.send(view) :]
+        except BlockingIOError:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+            raise TimeoutError(
+                f"reply not written within write_timeout ({self.write_timeout} s)"
+            ) from None
 
     def _run_handler(self, request: Request) -> bytes:
         try:
