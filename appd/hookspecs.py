@@ -11,19 +11,23 @@ to ``processes - 1``); it stays the same when the process at that index is resta
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Mapping, MutableMapping
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final
 
 import pluggy
 
+from appd.transport.request import Request, RequestHandler, RequestReply
+
 if TYPE_CHECKING:
     import argparse
+    import socket
 
     from appd.service import AppServiceBase
 
 __all__ = [
     "PROJECT_NAME",
+    "Request",
     "RequestHandler",
     "RequestReply",
     "hookimpl",
@@ -38,18 +42,6 @@ hookimpl: Final = pluggy.HookimplMarker(PROJECT_NAME)
 
 #: Marks a function in this module as a hook specification.
 hookspec: Final = pluggy.HookspecMarker(PROJECT_NAME)
-
-#: What a request produces: positional and keyword results, sent back to the client.
-RequestReply = tuple[Sequence[Any], Mapping[str, Any]]
-
-
-class RequestHandler(Protocol):
-    """A service that serves requests (what :func:`appd_request` receives as ``service``)."""
-
-    def process_request(self, request: Any) -> RequestReply:
-        """Run the service's handler for ``request`` and return ``(res_args, res_kwargs)``."""
-        ...
-
 
 # -------------------------------------------------------------------------------------------
 # Configuration and discovery
@@ -151,16 +143,61 @@ def appd_quit(reason: str) -> None:
 
 
 # -------------------------------------------------------------------------------------------
+# The supervisor
+# -------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def appd_listener(service: AppServiceBase) -> socket.socket | None:
+    """Give a socket service a listening socket instead of letting the supervisor bind one.
+
+    Called in the supervisor before the first fork, once per socket service (and again for a
+    service that a reload adds).  Stops at the first non-``None`` result.  Socket activation
+    uses it: a service manager that passed listening sockets (``LISTEN_FDS``) hands them over.
+
+    :param service: the socket service about to be bound.
+    :returns: a bound, listening socket the supervisor then owns, or ``None`` to let it bind
+        the service's own address.
+    """
+
+
+@hookspec
+def appd_status(status: Mapping[str, Any]) -> None:
+    """Called in the supervisor each time it writes its status: on every change, and at least
+    once a second while it runs.
+
+    The argument is the document ``appd status --json`` prints (its schema is in
+    docs/cli.md): the supervisor's state, and per service its state and its processes, each
+    with ``state``, ``pid``, ``restarts``, ``requests`` and ``heartbeat_age`` (seconds since
+    the process last showed life).  Readiness and watchdog notifications, and metrics of
+    process state, are built on it.  Called from the supervisor's loop: return quickly.
+
+    :param status: the status document; read-only.
+    """
+
+
+@hookspec
+def appd_reload(phase: str) -> None:
+    """Called in the supervisor around a reload (SIGHUP, ``appd restart``).
+
+    :param phase: ``"begin"`` when the reload starts, ``"end"`` once every process has been
+        replaced (or a later reload took over).
+    """
+
+
+# -------------------------------------------------------------------------------------------
 # Requests
 # -------------------------------------------------------------------------------------------
 
 
 @hookspec(firstresult=True)
-def appd_request(service: RequestHandler, request: Any) -> RequestReply | None:
+def appd_request(service: AppServiceBase, request: Request) -> RequestReply | None:
     """Serve one request; called in the service process for every request it receives.
 
     Stops at the first non-``None`` result.  appd's own implementation runs last and returns
-    ``service.process_request(request)``; a plugin adds behaviour around it with
+    ``service.process_request(request)`` (the service's own dispatch).  The chain is built once
+    per serving process into the service's request pipeline (:mod:`appd.hooks.pipeline`),
+    whichever way the service is served; a plugin adds behaviour around it with
     ``@hookimpl(wrapper=True)`` (time, audit, or refuse a request by raising before it
     yields) or answers a request itself by returning a result first.
 

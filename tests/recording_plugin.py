@@ -87,6 +87,20 @@ class Recorder:
     def appd_quit(self, reason: str) -> None:
         self._record("appd_quit", reason=reason)
 
+    @hookimpl
+    def appd_listener(self, service: AppServiceBase) -> None:
+        self._record("appd_listener", service=service)
+
+    @hookimpl
+    def appd_status(self, status: Any) -> None:
+        state = status.get("state") if isinstance(status, dict) else None
+        if not self.calls or self.calls[-1] != ("appd_status", {"state": state}):
+            self._record("appd_status", state=state)
+
+    @hookimpl
+    def appd_reload(self, phase: str) -> None:
+        self._record("appd_reload", phase=phase)
+
     @hookimpl(wrapper=True)
     def appd_request(self, service: Any, request: Any) -> Generator[None, Any, Any]:
         self._record("appd_request", service=service, request=request)

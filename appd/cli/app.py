@@ -7,19 +7,18 @@ services with their settings applied, the supervisor, the daemon runtime and the
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from appd.config import AppdConfig, RawConfig, ServiceConfig, finish_config, read_config
+from appd.config import AppdConfig, RawConfig, finish_config, read_config
 from appd.discovery import DiscoveredService, discover_services
 from appd.errors import AppdError, ConfigurationError
-from appd.hooks import Hooks, load_hooks
+from appd.hooks import Hooks, configured_hooks
 from appd.logging import configure_logging, get_logger
 from appd.service import AppServiceBase
 from appd.transport.crypto import human_key_reason
@@ -31,6 +30,7 @@ __all__ = [
     "config_source",
     "daemon_main",
     "discover",
+    "invocation_hooks",
     "load",
     "plugin_rows",
     "prepare_services",
@@ -75,41 +75,46 @@ def config_source(source: ConfigSource) -> Iterator[None]:
         _source = previous
 
 
+def _read_raw(config_path: str | None, source: ConfigSource | None) -> RawConfig:
+    raw = None if source is None or config_path is not None else source.read()
+    return raw if raw is not None else read_config(config_path)
+
+
+def invocation_hooks(config_path: str | None) -> Hooks | None:
+    """The one plugin manager of a command-line invocation, built before its arguments are
+    parsed so that plugins named in the configuration's ``plugins`` add subcommands too.
+
+    :returns: ``None`` when the configuration cannot be read or a configured plugin cannot be
+        imported: the command then reports that error when it loads the configuration.
+    """
+    source = _source
+    try:
+        raw = _read_raw(config_path, source)
+        return configured_hooks(raw, plugins=source.plugins if source is not None else ())
+    except ConfigurationError:
+        return None
+
+
 def load(
-    config_path: str | None, *, source: ConfigSource | None = None
+    config_path: str | None,
+    *,
+    source: ConfigSource | None = None,
+    hooks: Hooks | None = None,
 ) -> tuple[AppdConfig, Hooks]:
     """Read the configuration, build the plugin manager (entry points and the configuration's
     ``plugins``), let ``appd_configure`` adjust the settings, and validate them.
 
     :param source: where the configuration comes from when ``config_path`` is None, and
         plugins to register (default: the one :func:`config_source` installed, if any).
+    :param hooks: the invocation's plugin manager, when :func:`invocation_hooks` built it
+        already (one per invocation); built here otherwise.
     """
     source = source if source is not None else _source
-    raw = None if source is None or config_path is not None else source.read()
-    if raw is None:
-        raw = read_config(config_path)
-    plugins = list(source.plugins) if source is not None else []
-    for name in raw.plugin_modules():
-        plugin = _import_plugin(name, raw.source)
-        if not any(plugin is known for known in plugins):
-            plugins.append(plugin)
-    hooks = load_hooks(plugins=plugins)
+    raw = _read_raw(config_path, source)
+    if hooks is None:
+        hooks = configured_hooks(raw, plugins=source.plugins if source is not None else ())
     config = finish_config(raw, configure=lambda data: hooks.appd_configure(config=data))
     return config, hooks
-
-
-def _import_plugin(spec: str, source: str | None) -> object:
-    module_name, _, attribute = spec.partition(":")
-    try:
-        plugin: object = importlib.import_module(module_name)
-        for part in filter(None, attribute.split(".")):
-            plugin = getattr(plugin, part)
-    except Exception as exc:
-        raise ConfigurationError(
-            f"{source or 'configuration'}: plugins: cannot load {spec!r}: "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
-    return plugin
 
 
 def discover(config: AppdConfig, hooks: Hooks) -> list[DiscoveredService]:
@@ -119,39 +124,54 @@ def discover(config: AppdConfig, hooks: Hooks) -> list[DiscoveredService]:
     )
 
 
-def apply_settings(service: AppServiceBase, settings: Mapping[str, Any], *, source: str) -> None:
-    """Override the service's attributes with configuration values.
+def configure_service(service: AppServiceBase, config: AppdConfig) -> None:
+    """Apply the service's ``[services.<name>]`` table and validate its settings, once.
 
-    :raises ConfigurationError: a setting the service class does not have.
+    :raises ConfigurationError: naming the configuration (or the class) and the key.
     """
-    try:
-        service.apply_settings(dict(settings))
-    except ConfigurationError as exc:
-        raise ConfigurationError(f"{source}: services.{service.name}: {exc}") from None
+    service.configure(
+        config.service(service.name).settings, source=config.source or "configuration"
+    )
+
+
+def check_service_tables(config: AppdConfig, found: Sequence[DiscoveredService]) -> None:
+    """Every ``[services.<name>]`` table and ``enabled`` name must match a discovered service.
+
+    :raises ConfigurationError: naming the first table (or name) that matches none.
+    """
+    source = config.source or "configuration"
+    names = {f.name for f in found}
+    unknown = set(config.enabled or ()) - names
+    if unknown:
+        raise ConfigurationError(
+            f"{source}: enabled: no such service: {', '.join(sorted(unknown))}"
+        )
+    for name in config.services:
+        if name not in names:
+            known = ", ".join(sorted(names)) or "none"
+            raise ConfigurationError(
+                f"{source}: services.{name}: no service named {name!r} was discovered "
+                f"(discovered: {known})"
+            )
 
 
 def prepare_services(
     config: AppdConfig, found: Sequence[DiscoveredService], *, only_enabled: bool = True
 ) -> list[AppServiceBase]:
-    """Instantiate the services to run, with their configuration applied."""
-    unknown = set(config.enabled or ()) - {f.name for f in found}
-    if unknown:
-        raise ConfigurationError(
-            f"{config.source or 'configuration'}: enabled: no such service: "
-            f"{', '.join(sorted(unknown))}"
-        )
+    """Instantiate the services to run, each with its settings applied and validated once."""
+    check_service_tables(config, found)
     services = []
     for item in found:
-        service_config: ServiceConfig = config.service(item.name)
-        if only_enabled and (
-            not service_config.enabled
-            or (config.enabled is not None and item.name not in config.enabled)
-        ):
+        if only_enabled and not _enabled(config, item.name):
             continue
         service = item.cls()
-        apply_settings(service, service_config.settings, source=config.source or "configuration")
+        configure_service(service, config)
         services.append(service)
     return services
+
+
+def _enabled(config: AppdConfig, name: str) -> bool:
+    return config.service(name).enabled and (config.enabled is None or name in config.enabled)
 
 
 def _configure_logging_for(config: AppdConfig, role: str) -> None:
@@ -339,22 +359,28 @@ def check(config: AppdConfig, hooks: Hooks) -> tuple[list[str], list[str], list[
     notes = [f"configuration: {config.source or 'defaults (no configuration file)'}"]
     found = discover(config, hooks)
     notes.append(f"discovery: {len(found)} service(s): {', '.join(f.name for f in found) or '-'}")
-    for service in prepare_services(config, found):
-        if not isinstance(service, SecureSocketAppService):
+    try:
+        check_service_tables(config, found)
+    except ConfigurationError as exc:
+        problems.append(str(exc))
+    for item in found:
+        if not _enabled(config, item.name):
             continue
+        service = item.cls()
         try:
-            service.server_settings()
+            configure_service(service, config)
         except ConfigurationError as exc:
             problems.append(str(exc))
             continue
-        key = service.key or b""
-        size = len(key.encode() if isinstance(key, str) else key)
+        if not isinstance(service, SecureSocketAppService) or service.settings is None:
+            continue
+        size = len(service.settings.server.psk)
         if size < RECOMMENDED_KEY_BYTES:
             problems.append(
                 f"service {service.name}: key is {size} bytes; use at least "
                 f"{RECOMMENDED_KEY_BYTES} (appd keygen)"
             )
-        elif (reason := human_key_reason(key)) is not None:
+        elif (reason := human_key_reason(service.settings.server.psk)) is not None:
             warnings.append(
                 f"service {service.name}: key looks chosen by a person ({reason}); a recorded "
                 "handshake lets it be guessed offline: use a generated one (appd keygen)"

@@ -90,14 +90,23 @@ def build_parser(hooks: Hooks | None = None) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, *, hooks: Hooks | None = None) -> int:
     """Entry point of the ``appd`` console script; returns the process exit code.
 
-    :param hooks: the plugin facade (built from installed plugins when omitted); plugins add
-        their own subcommands through it.
+    :param hooks: the plugin facade; by default the invocation's one plugin manager (builtins,
+        the configuration's ``plugins``, installed entry points), built once and used by the
+        command too.  Plugins add their own subcommands through it.
     """
     # Warnings (a plugin that failed to load, secrets readable by others) go to standard error,
     # never into the output of `appd call` or `appd status --json`; `appd run` reconfigures.
     configure_logging("cli", stream=sys.stderr, level="WARNING")
+    if hooks is None:
+        from appd.cli.app import invocation_hooks
+
+        early = argparse.ArgumentParser(add_help=False)
+        early.add_argument("--config")
+        known, _ = early.parse_known_args(argv)
+        hooks = invocation_hooks(known.config)
     parser = build_parser(hooks if hooks is not None else load_hooks())
     args = parser.parse_args(argv)
+    args.hooks = hooks
     handler: Command | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()
@@ -122,7 +131,7 @@ def _config(args: argparse.Namespace) -> AppdConfig:
 def _load(args: argparse.Namespace) -> tuple[AppdConfig, Hooks]:
     from appd.cli.app import load
 
-    return load(args.config)
+    return load(args.config, hooks=getattr(args, "hooks", None))
 
 
 # -- run / start / stop / restart ---------------------------------------------------------------

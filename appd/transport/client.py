@@ -1,4 +1,4 @@
-"""SecureSocketAppClient: the blocking client of wire protocol v1.
+"""SecureSocketAppClient: the blocking client of wire protocol v2.
 
 Made for web workers: created at import time, it connects lazily on the first request; after a
 fork the child opens its own connection and never touches its parent's; threads share one client

@@ -1,14 +1,17 @@
-"""The socket server of wire protocol v1.
+"""The socket server of wire protocol v2.
 
-Design (measured; see docs/performance.md): one thread runs a selector over the listening socket
+Design (measured; see docs/performance.md): one thread runs ``epoll`` over the listening socket
 and every connection still in its handshake, so a thousand silent or slow connections cost file
-descriptors, not threads.  Once authenticated, a request is served by the thread that read it,
-which runs the handler *itself* and writes the reply: the common path never hands a request from
-one thread to another.  With ``concurrency = 1`` one thread serves every authenticated connection
+descriptors, not threads; it is scheduled so that a flood of connections or hellos cannot lock a
+prompt client out (see docs/protocol.md, "Handshakes under a flood").  Once authenticated, a
+request is served by the thread that read it, which runs the handler *itself* and writes the
+reply: the common path never hands a request from one thread to another.  With
+``concurrency = 1`` one thread serves every authenticated connection
 (:mod:`appd.transport.serving_loop`); otherwise each has a thread of its own.  A
 :class:`~appd.transport.limits.Limiter` bounds how many handlers run at once (``concurrency``)
 and how many wait; a single watchdog thread enforces ``request_timeout`` (and hands the serving
-loop on when one request holds it).
+loop on when one request holds it).  ``frame_timeout`` and ``write_timeout`` bound how long a
+peer that trickles a frame, or never reads its replies, can hold a connection or a thread.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from appd.errors import ProtocolError, RequestTimeout, ServiceBusy
 from appd.logging import get_logger
@@ -42,10 +45,11 @@ from appd.transport.protocol import (
     encode_reply,
     max_objects,
 )
+from appd.transport.request import LocalCounter, Request, RequestCounter, RequestHandler
 from appd.transport.serving_loop import ServingLoop
 from appd.transport.sockopts import set_kernel_timeouts, set_nodelay, set_send_timeout
 
-__all__ = ["Request", "RequestTarget", "SecureSocketServer", "ServerSettings", "peer_name"]
+__all__ = ["SecureSocketServer", "ServerSettings", "peer_name"]
 
 log = get_logger("appd.transport")
 
@@ -64,32 +68,6 @@ ACCEPT_BURST = 64
 HANDSHAKE_SLOTS = 1024
 #: Seconds between two summary lines of connections dropped during their handshake.
 DROP_LOG_INTERVAL = 10.0
-
-
-@dataclass(slots=True)
-class Request:
-    """One authenticated request, as handlers and plugins (``appd_request``) see it."""
-
-    #: The client's request id (unique per connection).
-    id: int
-    #: The command name (``reqcmd``).
-    cmd: str
-    args: list[Any]
-    kwargs: dict[str, Any]
-    #: The username the connection authenticated as.
-    username: str
-    #: The client's address: ``host:port``, or ``unix`` for a Unix socket.
-    peer: str
-
-
-class RequestTarget(Protocol):
-    """What the server serves: a service, in practice."""
-
-    requests_served: int
-
-    def process_request(self, request: Request) -> tuple[list[Any], dict[str, Any]]:
-        """Run the request; return ``(res_args, res_kwargs)``."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -185,10 +163,18 @@ class SecureSocketServer:
     """Serves one listening socket until ``should_stop()`` is true, then drains."""
 
     def __init__(
-        self, settings: ServerSettings, target: RequestTarget, listener: socket.socket
+        self,
+        settings: ServerSettings,
+        handler: RequestHandler,
+        listener: socket.socket,
+        *,
+        counter: RequestCounter | None = None,
     ) -> None:
+        """:param handler: called with each request; its reply (or exception) is sent back.
+        :param counter: counts each answered request (default: a :class:`LocalCounter`)."""
         self.settings = settings
-        self.target = target
+        self.handler = handler
+        self.counter: RequestCounter = LocalCounter() if counter is None else counter
         self.listener = listener
         #: Derived once (scrypt per user), not per connection.
         self.credentials = ServerCredentials(settings.psk, settings.users)
@@ -213,7 +199,7 @@ class SecureSocketServer:
         self._conn_ended = threading.Condition(self._conn_lock)
         self.stopping = threading.Event()
         self.limiter = Limiter(
-            settings.concurrency, settings.max_queue, settings.queue_timeout, self._count
+            settings.concurrency, settings.max_queue, settings.queue_timeout, self.counter.count
         )
         #: With one handler at a time, one thread serves every connection (see serving_loop).
         self.loop = ServingLoop() if settings.concurrency == 1 else None
@@ -230,9 +216,6 @@ class SecureSocketServer:
             conns = list(self._connections)
         for conn in conns:
             conn.expire_if_overdue(now)
-
-    def _count(self) -> None:
-        self.target.requests_served += 1
 
     # -- accept loop -------------------------------------------------------------------------
 
@@ -473,7 +456,7 @@ class _Connection:
         self.open = session.open
         self.seal_frame = session.seal_frame
         self.limiter = server.limiter
-        self.process_request = server.target.process_request
+        self.handler = server.handler
         #: Seconds a handler may run (0.0: unwatched).
         self.timeout = server.settings.request_timeout or 0.0
         self.loop = server.loop
@@ -690,7 +673,7 @@ class _Connection:
 
     def _run_handler(self, request: Request) -> bytes:
         try:
-            result = self.process_request(request)
+            result = self.handler(request)
         except RequestTimeout as exc:
             return encode_error(request.id, "timeout", "RequestTimeout", str(exc))
         except BaseException as exc:

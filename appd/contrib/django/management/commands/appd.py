@@ -15,9 +15,8 @@ from typing import Any, Final
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from appd import cli
-from appd.cli.app import config_source
+from appd.cli.app import config_source, invocation_hooks
 from appd.contrib.django.config import django_config_source
-from appd.hooks import load_hooks
 
 __all__ = ["Command", "run_appd"]
 
@@ -44,9 +43,8 @@ def appd_arguments(argv: Sequence[str]) -> list[str]:
 
 def run_appd(argv: Sequence[str]) -> int:
     """Run appd's command line with ``settings.APPD`` and Django's plugins; the exit code."""
-    source = django_config_source()
-    with config_source(source):
-        return cli.main(argv, hooks=load_hooks(plugins=source.plugins))
+    with config_source(django_config_source()):
+        return cli.main(argv)
 
 
 class Command(BaseCommand):
@@ -72,7 +70,9 @@ class Command(BaseCommand):
 
     def print_help(self, prog_name: str, subcommand: str) -> None:
         """``manage.py help appd``: appd's own help."""
-        cli.build_parser(load_hooks(plugins=django_config_source().plugins)).print_help()
+        with config_source(django_config_source()):
+            hooks = invocation_hooks(None)
+        cli.build_parser(hooks).print_help()
 
     def handle(self, *args: Any, **options: Any) -> None:
         """From ``call_command("appd", "status")``: a non-zero exit is a CommandError."""
