@@ -224,16 +224,35 @@ class _Connection:
             self.sock.close()
 
 
+#: Pause between two connection attempts while a Unix socket's accept queue is full.
+UNIX_RETRY_INTERVAL = 0.002
+
+
+def _connect_unix(path: str, timeout: float) -> socket.socket:
+    """Connect to a Unix socket within ``timeout`` seconds.  A full accept queue makes a Unix
+    ``connect`` fail at once (EAGAIN) instead of waiting as TCP does; so it is tried again until
+    the deadline, which keeps clients getting through while the service drains a burst."""
+    deadline = time.monotonic() + timeout
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+            return sock
+        except BlockingIOError:
+            sock.close()
+            if time.monotonic() + UNIX_RETRY_INTERVAL >= deadline:
+                raise TimeoutError from None
+            time.sleep(UNIX_RETRY_INTERVAL)
+        except BaseException:
+            sock.close()
+            raise
+
+
 def _open_socket(client: ClientBase) -> socket.socket:
     try:
         if client.path:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(client.connect_timeout)
-            try:
-                sock.connect(client.path)
-            except BaseException:
-                sock.close()
-                raise
+            sock = _connect_unix(client.path, client.connect_timeout)
         else:
             assert client.host is not None and client.port is not None
             sock = socket.create_connection(

@@ -42,26 +42,36 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def flood(host: str, port: int, seconds: float, mode: str, keep: int = 2000) -> int:
-    """Open connections to ``host:port`` as fast as one process can for ``seconds``: silent
-    ones (``connect``), or ones that send a client hello and nothing else (``hello``).  Keeps
-    the newest ``keep`` open, closing the oldest.  Returns how many it opened."""
+def flood(address: str, seconds: float, mode: str, keep: int = 2000) -> int:
+    """Open connections to ``address`` (``host:port``, or a Unix socket path) as fast as one
+    process can for ``seconds``: silent ones (``connect``), or ones that send a client hello and
+    nothing else (``hello``).  Keeps the newest ``keep`` open, closing the oldest.  Returns how
+    many it opened."""
     hello = encode_frame(MAGIC + bytes([VERSION]) + bytes(32))
+    if address.startswith("/"):
+        family, target = socket.AF_UNIX, address
+    else:
+        host, port = address.rsplit(":", 1)
+        family, target = socket.AF_INET, (host, int(port))  # type: ignore[assignment]
     opened: collections.deque[socket.socket] = collections.deque()
     count = 0
     end = time.monotonic() + seconds
     while time.monotonic() < end:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock = socket.socket(family, socket.SOCK_STREAM)
         try:
-            if mode == "hello":  # connected (at once, on loopback) so that the hello goes out
-                sock.settimeout(1.0)
-                sock.connect((host, port))
+            if mode == "hello" and family == socket.AF_INET:
+                sock.settimeout(1.0)  # connected (at once, on loopback) so the hello goes out
+                sock.connect(target)
                 sock.send(hello)
             else:
-                sock.setblocking(False)
-                sock.connect((host, port))
+                sock.setblocking(False)  # a Unix connect completes (or fails) at once
+                sock.connect(target)
+                if mode == "hello":
+                    sock.send(hello)
         except BlockingIOError:
-            pass
+            if family == socket.AF_UNIX:  # the accept queue is full: not opened
+                sock.close()
+                continue
         except OSError:
             sock.close()
             continue
@@ -74,5 +84,5 @@ def flood(host: str, port: int, seconds: float, mode: str, keep: int = 2000) -> 
     return count
 
 
-if __name__ == "__main__":  # python measure.py HOST PORT SECONDS MODE
-    print(flood(sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]), flush=True)
+if __name__ == "__main__":  # python measure.py ADDRESS SECONDS MODE
+    print(flood(sys.argv[1], float(sys.argv[2]), sys.argv[3]), flush=True)
