@@ -18,7 +18,7 @@ import hmac
 import math
 import secrets
 import struct
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, cast
 
 from Crypto.Cipher import AES
 from Crypto.Hash import SHA256
@@ -233,6 +233,8 @@ def _keyed_hmac(key: bytes) -> Any:
 #: much as the AES of several KiB): small frames XOR with buffered keystream instead.
 KEYSTREAM_CHUNK: Final = 8 * 1024
 _ZEROS: Final = bytes(KEYSTREAM_CHUNK)
+#: Frames from this size on are opened without copying their ciphertext.
+_LARGE_FRAME: Final = 64 * 1024
 
 
 class _Keystream:
@@ -267,12 +269,15 @@ class _Keystream:
         self._buf, self._pos = b"", 0
         if len(data) - len(left) >= KEYSTREAM_CHUNK // 2:
             # A large frame: the buffered rest, then straight through the cipher object.
+            # One output buffer, written in place: a 16 MiB frame costs one 16 MiB allocation,
+            # not three.  (A bytearray: every caller takes any bytes-like object.)
             head = len(left)
-            out = (
+            out = bytearray(len(data))
+            out[:head] = (
                 int.from_bytes(data[:head], "little") ^ int.from_bytes(left, "little")
             ).to_bytes(head, "little")
-            rest: bytes = self._cipher.encrypt(memoryview(data)[head:])
-            return out + rest
+            self._cipher.encrypt(memoryview(data)[head:], output=memoryview(out)[head:])
+            return cast(bytes, out)  # read-only by every caller, as bytes would be
         self._buf = left + self._cipher.encrypt(_ZEROS)
         return self.xor(data)
 
@@ -319,9 +324,14 @@ class Opener:
         if len(body) < TAG_BYTES:
             self._broken = True
             raise ProtocolError("sealed frame shorter than its authentication tag")
-        ct = body[:-TAG_BYTES]
         mac = self._mac.copy()
-        mac.update(_SEQ.pack(self.seq) + ct)
+        if len(body) < _LARGE_FRAME:
+            ct = body[:-TAG_BYTES]
+            mac.update(_SEQ.pack(self.seq) + ct)
+        else:  # no copies of a large frame: a view, and the MAC fed in two parts
+            ct = memoryview(body)[:-TAG_BYTES]  # type: ignore[assignment]
+            mac.update(_SEQ.pack(self.seq))
+            mac.update(ct)
         if not hmac.compare_digest(mac.digest(), body[-TAG_BYTES:]):
             self._broken = True
             raise ProtocolError(

@@ -111,12 +111,12 @@ def pack(obj: Any) -> bytes:
 def max_objects(max_frame_size: int) -> int:
     """How many objects (containers, and the items in them) one message may decode to.
 
-    One per 32 bytes of ``max_frame_size`` (524,288 at the default 16 MiB), and never fewer than
+    One per 64 bytes of ``max_frame_size`` (262,144 at the default 16 MiB), and never fewer than
     65,536: the decoded message then stays within a small multiple of the frame size (an empty
     map costs Python 64 bytes, a list slot 8), where an unbounded decode of 16 MiB of empty maps
     would take over a GiB.
     """
-    return max(max_frame_size // 32, _MIN_OBJECT_BUDGET)
+    return max(max_frame_size // 64, _MIN_OBJECT_BUDGET)
 
 
 class _TooManyObjects(Exception):
