@@ -85,8 +85,7 @@ _SERVER_HELLO_LEN: Final = len(MAGIC) + 2 + NONCE_BYTES
 AUTH_FAILED_MESSAGE: Final = "authentication failed: wrong key, username or password"
 #: Deepest nesting of arrays and maps a message may have (msgpack's own parser stack).
 MAX_NESTING: Final = 1024
-#: Bodies of at most this many bytes cannot hold more objects than any budget allows, so they are
-#: decoded without counting (see :func:`max_objects`).
+#: The smallest object budget (see :func:`max_objects`).
 _MIN_OBJECT_BUDGET: Final = 64 * 1024
 
 _pack_header = HEADER.pack
@@ -150,7 +149,7 @@ def unpack(data: bytes, limit: int = _MIN_OBJECT_BUDGET) -> Any:
     ``limit``, no extension types, at most :data:`MAX_NESTING` levels.  Raises
     :class:`ProtocolError` for malformed or refused msgpack."""
     try:
-        if len(data) <= limit:  # cannot hold more than ``limit`` objects: no counting needed
+        if len(data) <= limit:  # each object takes a byte: about ``limit`` at most, uncounted
             return _unpackb(data, max_ext_len=0)  # raw=False is msgpack >= 1.0's default
         budget = _Budget(limit)
         return _unpackb(

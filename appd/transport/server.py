@@ -135,15 +135,13 @@ class DropLog:
     def __init__(self, service: str, interval: float = DROP_LOG_INTERVAL) -> None:
         self.service = service
         self.interval = interval
+        #: Drops by reason since the last summary line.
         self.counts: dict[str, int] = {}
-        #: Every drop since the server started, by reason (tests and operators read it).
-        self.totals: dict[str, int] = {}
         self._next = 0.0
 
     def note(self, reason: str, now: float) -> None:
         """Count one dropped connection; log now if the last summary is old enough."""
         self.counts[reason] = self.counts.get(reason, 0) + 1
-        self.totals[reason] = self.totals.get(reason, 0) + 1
         if now >= self._next:
             self.flush(now)
 
@@ -664,6 +662,7 @@ class _Connection:
                     raise BlockingIOError
                 set_send_timeout(sock, left)  # the next send may only use what is left
                 view = view[sock.send(view) :]
+            set_send_timeout(sock, self.write_timeout)  # the whole of it for the next reply
         except BlockingIOError:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
