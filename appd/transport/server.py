@@ -17,6 +17,7 @@ peer that trickles a frame, or never reads its replies, can hold a connection or
 from __future__ import annotations
 
 import contextlib
+import errno
 import resource
 import select
 import socket
@@ -26,7 +27,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from appd.errors import ProtocolError, RequestTimeout, ServiceBusy
 from appd.logging import get_logger
@@ -49,7 +50,7 @@ from appd.transport.request import LocalCounter, Request, RequestCounter, Reques
 from appd.transport.serving_loop import ServingLoop
 from appd.transport.sockopts import set_kernel_timeouts, set_nodelay, set_send_timeout
 
-__all__ = ["SecureSocketServer", "ServerSettings", "peer_name"]
+__all__ = ["AcceptGate", "SecureSocketServer", "ServerSettings", "peer_name"]
 
 log = get_logger("appd.transport")
 
@@ -68,6 +69,24 @@ ACCEPT_BURST = 64
 HANDSHAKE_SLOTS = 1024
 #: Seconds between two summary lines of connections dropped during their handshake.
 DROP_LOG_INTERVAL = 10.0
+
+
+class AcceptGate(Protocol):
+    """What a supervised process tells its server: whether to take one more connection, and
+    where its heartbeat goes.
+
+    With a gate the server also treats its listener as shared with sibling processes: it
+    closes its copy the moment it stops, so new connections go to the processes still serving
+    (or are refused at once when none is) instead of waiting in a queue nobody reads.
+    """
+
+    def beat(self) -> None:
+        """Called on every turn of the accept loop (several times a second)."""
+        ...
+
+    def may_accept(self, connections: int) -> bool:
+        """True when this process, holding ``connections`` open ones, should accept another."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -167,13 +186,17 @@ class SecureSocketServer:
         listener: socket.socket,
         *,
         counter: RequestCounter | None = None,
+        gate: AcceptGate | None = None,
     ) -> None:
         """:param handler: called with each request; its reply (or exception) is sent back.
-        :param counter: counts each answered request (default: a :class:`LocalCounter`)."""
+        :param counter: counts each answered request (default: a :class:`LocalCounter`).
+        :param gate: set in a supervised process (see :class:`AcceptGate`)."""
         self.settings = settings
         self.handler = handler
         self.counter: RequestCounter = LocalCounter() if counter is None else counter
         self.listener = listener
+        self.gate = gate
+        self._listening = False
         #: Derived once (scrypt per user), not per connection.
         self.credentials = ServerCredentials(settings.psk, settings.users)
         #: Objects one request may decode to (see :func:`~appd.transport.protocol.max_objects`).
@@ -227,10 +250,12 @@ class SecureSocketServer:
         # flood of connections to a dictionary removal and a close.
         self._epoll = epoll = select.epoll()
         listen_fd = self.listener.fileno()
-        epoll.register(listen_fd, select.EPOLLIN)
-        pending_of = self._pending_of
+        pending_of, gate = self._pending_of, self.gate
         try:
             while not should_stop():
+                if gate is not None:
+                    gate.beat()
+                self._listen(gate is None or gate.may_accept(self._open_count()))
                 listening = False
                 # Handshakes in progress first: a client answering its server hello is served
                 # before the next burst of new connections is taken in.
@@ -239,7 +264,7 @@ class SecureSocketServer:
                         listening = True
                     elif (pending := pending_of(fd)) is not None:
                         self._advance(pending)
-                if listening:
+                if listening and self._listening:
                     self._accept_burst()
                 now = time.monotonic()
                 self._expire_handshakes(now)
@@ -248,11 +273,29 @@ class SecureSocketServer:
                     self.trim_due = False
                     trim_heap()
         finally:
+            self._listen(False)
+            if gate is not None:
+                # Shared with other processes: release it now, not after the drain.
+                self.listener.close()
+            # Unfinished handshakes are closed: their clients never sent a request, so they
+            # connect again, to a process still serving.
             for pending in [*self._silent.values(), *self._greeted.values()]:
                 self._drop(pending)
             epoll.close()
             self.drops.flush(time.monotonic(), force=True)
             self._drain()
+
+    def _open_count(self) -> int:
+        return len(self._silent) + len(self._greeted) + len(self._connections)
+
+    def _listen(self, on: bool) -> None:
+        """Watch the listener for new connections, or stop watching it."""
+        if on and not self._listening:
+            self._epoll.register(self.listener.fileno(), select.EPOLLIN)
+        elif not on and self._listening:
+            with contextlib.suppress(OSError, ValueError):
+                self._epoll.unregister(self.listener.fileno())
+        self._listening = on
 
     def _pending_of(self, fd: int) -> _Pending | None:
         pending = self._greeted.get(fd)
@@ -267,9 +310,13 @@ class SecureSocketServer:
         turn = self._turn
         silent, greeted, slots = self._silent, self._greeted, self.handshake_slots
         accept, register, advance = self.listener.accept, self._epoll.register, self._advance
+        gate = self.gate
         now = time.monotonic()
         deadline = now + self.settings.handshake_timeout
         for _ in range(ACCEPT_BURST):
+            if gate is not None and not gate.may_accept(self._open_count()):
+                self._listen(False)  # above its share: leave the rest to siblings
+                return
             if len(silent) + len(greeted) >= slots and not self._make_room(now, turn):
                 return  # the rest wait in the kernel's queue until the next turn
             try:
@@ -277,6 +324,10 @@ class SecureSocketServer:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # EMFILE and friends: keep serving those we have
+                if exc.errno == errno.EINVAL:
+                    # The listener was shut down (its service is stopping): nothing to accept.
+                    self._listen(False)
+                    return
                 self.drops.note(f"accept failed: {exc.strerror}", now)
                 return
             # The socket stays blocking (as served connections are): handshake reads and

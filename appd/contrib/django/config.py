@@ -58,4 +58,8 @@ def django_config_source() -> ConfigSource:
     """The source ``manage.py appd`` installs: ``settings.APPD`` and the connections plugin."""
     from appd.contrib.django import connections
 
-    return ConfigSource(read=settings_config, plugins=(connections,))
+    return ConfigSource(
+        read=settings_config,
+        plugins=(connections,),
+        entry="appd.contrib.django.config:django_config_source",
+    )
