@@ -69,6 +69,10 @@ ACCEPT_BURST = 64
 HANDSHAKE_SLOTS = 1024
 #: Seconds between two summary lines of connections dropped during their handshake.
 DROP_LOG_INTERVAL = 10.0
+#: Failed authentications logged one line each per DROP_LOG_INTERVAL; the rest are counted.
+AUTH_FAILURES_LOGGED = 10
+#: The summary's reason for failed authentications past AUTH_FAILURES_LOGGED.
+AUTH_FAILED_REASON = "authentication failed"
 
 
 class AcceptGate(Protocol):
@@ -149,7 +153,12 @@ _HANDSHAKE_FRAME_LIMIT = 64 * 1024
 class DropLog:
     """Counts connections dropped during their handshake and logs them as one summary line at
     most every :data:`DROP_LOG_INTERVAL` seconds: a flood costs a counter increment per
-    connection, never a log line each."""
+    connection, never a log line each.
+
+    Failed authentications matter to an operator one by one (a client with a stale password),
+    so the first :data:`AUTH_FAILURES_LOGGED` of each interval get a line of their own
+    (``authentication failed``, with the peer); those past it are only counted.
+    """
 
     def __init__(self, service: str, interval: float = DROP_LOG_INTERVAL) -> None:
         self.service = service
@@ -157,12 +166,26 @@ class DropLog:
         #: Drops by reason since the last summary line.
         self.counts: dict[str, int] = {}
         self._next = 0.0
+        self._auth_window_end = 0.0
+        self._auth_lines_left = 0
 
     def note(self, reason: str, now: float) -> None:
         """Count one dropped connection; log now if the last summary is old enough."""
         self.counts[reason] = self.counts.get(reason, 0) + 1
         if now >= self._next:
             self.flush(now)
+
+    def auth_failed(self, peer: str, now: float) -> None:
+        """A failed authentication: a line of its own while this interval allows, else
+        counted like any other drop."""
+        if now >= self._auth_window_end:
+            self._auth_window_end = now + self.interval
+            self._auth_lines_left = AUTH_FAILURES_LOGGED
+        if self._auth_lines_left > 0:
+            self._auth_lines_left -= 1
+            log.warning("authentication failed", service=self.service, peer=peer)
+        else:
+            self.note(AUTH_FAILED_REASON, now)
 
     def flush(self, now: float, *, force: bool = False) -> None:
         """Log what was counted since the last summary (when due, or ``force``)."""
@@ -417,7 +440,11 @@ class SecureSocketServer:
         outcome = pending.handshake.on_auth(body)
         sent = _send_small(pending.sock, outcome.reply)
         if outcome.session is None or outcome.username is None or not sent:
-            self._drop(pending, "authentication failed" if sent else "client not reading")
+            if sent:
+                self.drops.auth_failed(peer_name(pending.address), time.monotonic())
+                self._drop(pending)
+            else:
+                self._drop(pending, "client not reading")
             return
         self._greeted.pop(pending.fd, None)
         with contextlib.suppress(OSError, ValueError):
