@@ -24,6 +24,7 @@ from appd.errors import AppdError, ConfigurationError
 from appd.hooks import Hooks, configured_hooks
 from appd.logging import get_logger
 from appd.service import AppServiceBase
+from appd.transport.crypto import human_key_reason
 
 __all__ = [
     "ConfigSource",
@@ -474,11 +475,13 @@ def plugin_rows(hooks: Hooks) -> tuple[list[list[str]], list[tuple[str, str]]]:
     return loaded, failed
 
 
-def check(config: AppdConfig, hooks: Hooks) -> tuple[list[str], list[str]]:
-    """``appd check``: problems and passed checks, without starting anything."""
+def check(config: AppdConfig, hooks: Hooks) -> tuple[list[str], list[str], list[str]]:
+    """``appd check``: problems, passed checks and warnings (worth fixing, not failing the
+    check), without starting anything."""
     from appd.service import SecureSocketAppService
 
     problems: list[str] = []
+    warnings: list[str] = []
     notes = [f"configuration: {config.source or 'defaults (no configuration file)'}"]
     found = discover(config, hooks)
     notes.append(f"discovery: {len(found)} service(s): {', '.join(f.name for f in found) or '-'}")
@@ -503,6 +506,11 @@ def check(config: AppdConfig, hooks: Hooks) -> tuple[list[str], list[str]]:
                 f"service {service.name}: key is {size} bytes; use at least "
                 f"{RECOMMENDED_KEY_BYTES} (appd keygen)"
             )
+        elif (reason := human_key_reason(service.settings.server.psk)) is not None:
+            warnings.append(
+                f"service {service.name}: key looks chosen by a person ({reason}); a recorded "
+                "handshake lets it be guessed offline: use a generated one (appd keygen)"
+            )
         try:
             listener = service.bind()
         except AppdError as exc:
@@ -526,7 +534,7 @@ def check(config: AppdConfig, hooks: Hooks) -> tuple[list[str], list[str]]:
         else:
             what = "slot directory usable" if capacity.is_local else "Redis answers"
             notes.append(f"capacity {name}: {backend.label}: {what}")
-    return problems, notes
+    return problems, notes, warnings
 
 
 def capacity_status(config: AppdConfig) -> dict[str, dict[str, Any]]:

@@ -347,9 +347,11 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from appd.cli.app import check
 
-    problems, notes = check(*_load(args))
+    problems, notes, warnings = check(*_load(args))
     for note in notes:
         print(f"ok: {note}")
+    for warning in warnings:
+        print(f"warning: {warning}")
     for problem in problems:
         print(f"problem: {problem}")
     return EXIT_ERROR if problems else EXIT_OK
