@@ -24,6 +24,7 @@ from appd.errors import AppdError, ConfigurationError
 from appd.hooks import Hooks, configured_hooks
 from appd.logging import get_logger
 from appd.service import AppServiceBase
+from appd.transport.crypto import human_key_reason
 
 __all__ = [
     "ConfigSource",
@@ -34,6 +35,7 @@ __all__ = [
     "daemon_main",
     "discover",
     "invocation_hooks",
+    "invocation_plugins",
     "load",
     "plugin_rows",
     "prepare_services",
@@ -94,12 +96,18 @@ def invocation_hooks(config_path: str | None) -> Hooks | None:
     :returns: ``None`` when the configuration cannot be read or a configured plugin cannot be
         imported: the command then reports that error when it loads the configuration.
     """
+    return invocation_plugins(config_path)[0]
+
+
+def invocation_plugins(config_path: str | None) -> tuple[Hooks | None, ConfigurationError | None]:
+    """:func:`invocation_hooks`, and the error that kept the configuration's plugins out (so
+    ``appd --help`` and an unknown command can say why a plugin's subcommand is missing)."""
     source = _source
     try:
         raw = _read_raw(config_path, source)
-        return configured_hooks(raw, plugins=source.plugins if source is not None else ())
-    except ConfigurationError:
-        return None
+        return configured_hooks(raw, plugins=source.plugins if source is not None else ()), None
+    except ConfigurationError as exc:
+        return None, exc
 
 
 def load(
@@ -238,8 +246,11 @@ def run_supervisor(
         )
         return supervisor.run()
     except AppdError as exc:
-        _log.error("supervisor failed to start", error=str(exc))
-        write_json_atomically(status_file, {"state": "failed", "error": str(exc)})
+        if not hold_pid_file:
+            # A daemon: its log file and the status `appd start` waits on tell why.  In the
+            # foreground the command line prints the error itself, once.
+            _log.error("supervisor failed to start", error=str(exc))
+            write_json_atomically(status_file, {"state": "failed", "error": str(exc)})
         raise
     finally:
         if pid_file is not None:
@@ -383,12 +394,19 @@ def reload_running(config: AppdConfig, *, timeout: float) -> int | None:
     if pid is None:
         return None
     status_file = status_path_for(config.pid_file)
-    before = read_status(status_file).get("reloads", 0)
+    earlier = read_status(status_file)
+    before = earlier.get("reloads", 0)
+    failures = earlier.get("reload_failures", 0)
     os.kill(pid, signal.SIGHUP)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status = read_status(status_file)
         services = status.get("services", {})
+        if status.get("reload_failures", 0) > failures:
+            raise AppdError(
+                f"appd (pid {pid}) could not reload, and its processes keep serving the code "
+                f"they run: {status.get('last_reload_error')}"
+            )
         if status.get("reloads", 0) > before and status.get("state") == "running":
             not_ready = sorted(n for n, s in services.items() if s.get("state") != "ready")
             if not not_ready:
@@ -461,11 +479,13 @@ def plugin_rows(hooks: Hooks) -> tuple[list[list[str]], list[tuple[str, str]]]:
     return loaded, failed
 
 
-def check(config: AppdConfig, hooks: Hooks) -> tuple[list[str], list[str]]:
-    """``appd check``: problems and passed checks, without starting anything."""
+def check(config: AppdConfig, hooks: Hooks) -> tuple[list[str], list[str], list[str]]:
+    """``appd check``: problems, passed checks and warnings (worth fixing, not failing the
+    check), without starting anything."""
     from appd.service import SecureSocketAppService
 
     problems: list[str] = []
+    warnings: list[str] = []
     notes = [f"configuration: {config.source or 'defaults (no configuration file)'}"]
     found = discover(config, hooks)
     notes.append(f"discovery: {len(found)} service(s): {', '.join(f.name for f in found) or '-'}")
@@ -490,6 +510,11 @@ def check(config: AppdConfig, hooks: Hooks) -> tuple[list[str], list[str]]:
                 f"service {service.name}: key is {size} bytes; use at least "
                 f"{RECOMMENDED_KEY_BYTES} (appd keygen)"
             )
+        elif (reason := human_key_reason(service.settings.server.psk)) is not None:
+            warnings.append(
+                f"service {service.name}: key looks chosen by a person ({reason}); a recorded "
+                "handshake lets it be guessed offline: use a generated one (appd keygen)"
+            )
         try:
             listener = service.bind()
         except AppdError as exc:
@@ -513,7 +538,7 @@ def check(config: AppdConfig, hooks: Hooks) -> tuple[list[str], list[str]]:
         else:
             what = "slot directory usable" if capacity.is_local else "Redis answers"
             notes.append(f"capacity {name}: {backend.label}: {what}")
-    return problems, notes
+    return problems, notes, warnings
 
 
 def capacity_status(config: AppdConfig) -> dict[str, dict[str, Any]]:

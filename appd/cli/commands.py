@@ -106,15 +106,24 @@ def main(argv: Sequence[str] | None = None, *, hooks: Hooks | None = None) -> in
     # Warnings (a plugin that failed to load, secrets readable by others) go to standard error,
     # never into the output of `appd call` or `appd status --json`; `appd run` reconfigures.
     configure_logging("cli", stream=sys.stderr, level="WARNING")
+    not_loaded = None
     if hooks is None:
-        from appd.cli.app import invocation_hooks
+        from appd.cli.app import invocation_plugins
 
         early = argparse.ArgumentParser(add_help=False)
         early.add_argument("--config")
         known, _ = early.parse_known_args(argv)
-        hooks = invocation_hooks(known.config)
+        hooks, not_loaded = invocation_plugins(known.config)
     parser = build_parser(hooks if hooks is not None else load_hooks())
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit:
+        if not_loaded is not None:  # --help, or a command a configured plugin would add
+            print(
+                f"appd: note: the configuration's plugins are not loaded: {not_loaded}",
+                file=sys.stderr,
+            )
+        raise
     args.hooks = hooks
     handler: Command | None = getattr(args, "handler", None)
     if handler is None:
@@ -248,6 +257,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                 f"  uptime={uptime}  restarts={proc['restarts']}  requests={proc['requests']}"
                 f"  heartbeat={heartbeat}"
             )
+    for name in status.get("disabled", []):
+        print(f"  {name}: disabled  (not running: connections refused)")
     _print_capacities(status["capacities"])
     return EXIT_OK
 
@@ -336,9 +347,11 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from appd.cli.app import check
 
-    problems, notes = check(*_load(args))
+    problems, notes, warnings = check(*_load(args))
     for note in notes:
         print(f"ok: {note}")
+    for warning in warnings:
+        print(f"warning: {warning}")
     for problem in problems:
         print(f"problem: {problem}")
     return EXIT_ERROR if problems else EXIT_OK
