@@ -130,20 +130,29 @@ class PrometheusPlugin:
                     path.unlink()
 
     def read_capacities(self) -> list[CapacityReading]:
-        """Every configured capacity as its backend reports it now."""
-        capacities = self._capacities
-        if capacities is None:
+        """Every configured capacity as its backend reports it now.
+
+        Read through capacities of its own, opened for the scrape and closed after it (as
+        ``appd status`` does), never through the services' own: a service process forked from
+        the supervisor must not inherit a backend the supervisor opened.
+        """
+        configured = self._capacities
+        if configured is None or not configured.configs:
             return []
+        capacities = type(configured)(configured.configs)
         readings = []
-        for name, config in sorted(capacities.configs.items()):
-            try:
-                status = capacities.get(name).status()
-            except AppdError as exc:
-                _log.warning("capacity unavailable for metrics", capacity=name, error=str(exc))
-                readings.append(CapacityReading(name, config.limit, None, None))
-                continue
-            holders = len(status.holders)
-            readings.append(CapacityReading(name, status.limit, holders, status.waiters))
+        try:
+            for name, config in sorted(capacities.configs.items()):
+                try:
+                    status = capacities.get(name).status()
+                except AppdError as exc:
+                    _log.warning("capacity unavailable for metrics", capacity=name, error=str(exc))
+                    readings.append(CapacityReading(name, config.limit, None, None))
+                    continue
+                holders = len(status.holders)
+                readings.append(CapacityReading(name, status.limit, holders, status.waiters))
+        finally:
+            capacities.close()
         return readings
 
     def _remember_capacities(self, service: AppServiceBase) -> None:
@@ -175,7 +184,11 @@ class PrometheusPlugin:
     def appd_post_fork(self, service: AppServiceBase, worker: int) -> None:
         """Claim this slot's metrics files; forget the supervisor's endpoint."""
         self.role = "service"
-        self._httpd = None  # the supervisor's; its thread did not survive the fork
+        if self._httpd is not None:
+            # The supervisor's endpoint, copied by a fork: its thread did not survive, and its
+            # descriptor was closed for this process; detach so nothing closes it twice.
+            self._httpd.socket.detach()
+            self._httpd = None
         self._status = None
         self._capacities = None
         directory = os.environ.get(DIRECTORY_ENV)
@@ -243,9 +256,6 @@ class PrometheusPlugin:
             self._httpd.server_close()
             self._httpd = None
             _log.info("metrics endpoint stopped")
-        if self._capacities is not None:
-            with contextlib.suppress(Exception):  # the backends' connections, opened to read them
-                self._capacities.close()
         self._clean_up()
 
     def _clean_up(self) -> None:

@@ -74,3 +74,8 @@ class Notifier:
     def close(self) -> None:
         """Close the sending socket."""
         self._sock.close()
+
+    def detach(self) -> None:
+        """Forget the sending socket without closing its descriptor (in a forked process,
+        where the descriptor was already closed)."""
+        self._sock.detach()

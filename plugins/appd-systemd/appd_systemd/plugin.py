@@ -134,7 +134,8 @@ class SystemdPlugin:
         #: Seconds between watchdog pings (``None``: no watchdog).
         self.interval: float | None = None
         self._passed: list[PassedSocket] = []
-        self._passed_count = 0
+        #: Service name -> the passed socket it serves on.
+        self._assigned: dict[str, PassedSocket] = {}
         self._activation_error: str | None = None
         self._lock = threading.Lock()
         self._status: tuple[Mapping[str, Any], float] | None = None
@@ -170,7 +171,6 @@ class SystemdPlugin:
                 _log.warning("systemd watchdog off", error=str(exc))
         try:
             self._passed = passed_sockets(environ, pid)
-            self._passed_count = len(self._passed)
         except ValueError as exc:
             self._activation_error = str(exc)
             _log.error("socket activation failed", error=str(exc))
@@ -200,31 +200,44 @@ class SystemdPlugin:
     def appd_listener(self, service: AppServiceBase) -> Any:
         """Hand a passed socket to the service it is named for, or bound to; a single unnamed
         socket that matches no address goes to the first socket service (one socket, one
-        service: ``systemd-socket-activate -l PORT appd run``)."""
+        service: ``systemd-socket-activate -l PORT appd run``).
+
+        The service gets a duplicate: the supervisor closes its listener when the service has
+        no process left or is removed, and may ask again later; the passed socket itself stays
+        open here for that (as systemd keeps its own copy open).
+        """
         if not self._in_supervisor():
             return None
         if self._activation_error is not None:
             raise ConfigurationError(f"socket activation: {self._activation_error}")
+        chosen = self._assigned.get(service.name)
+        if chosen is None:
+            chosen = self._choose(service)
+            if chosen is None:
+                return None
+            self._assigned[service.name] = chosen
+            _log.info(
+                "serving on a passed socket",
+                service=service.name,
+                address=str(chosen.sock.getsockname()),
+            )
+        return chosen.sock.dup()
+
+    def _choose(self, service: AppServiceBase) -> PassedSocket | None:
+        free = [p for p in self._passed if all(p is not a for a in self._assigned.values())]
         # The validated settings when the service has them, else its attributes.
         where = getattr(service, "settings", None) or service
         sock = find_socket(
-            self._passed,
+            free,
             service.name,
             host=getattr(where, "host", None),
             port=getattr(where, "port", None),
             path=getattr(where, "path", None),
         )
-        only = self._passed[0] if self._passed_count == len(self._passed) == 1 else None
-        if sock is None and only is not None and not only.name:
-            sock = only.sock
-        if sock is not None:
-            self._passed = [p for p in self._passed if p.sock is not sock]
-            _log.info(
-                "serving on a passed socket",
-                service=service.name,
-                address=str(sock.getsockname()),
-            )
-        return sock
+        found = next((p for p in free if p.sock is sock), None)
+        if found is None and len(self._passed) == len(free) == 1 and not free[0].name:
+            found = free[0]
+        return found
 
     @hookimpl
     def appd_pre_fork(self) -> None:
@@ -235,9 +248,16 @@ class SystemdPlugin:
     def appd_post_fork(self) -> None:
         """In a service process: forget the supervisor's state; drop systemd's variables."""
         self.role = "service"
+        # Sockets copied by a fork had their descriptors closed for this process: detach them,
+        # so that dropping them never closes a descriptor number reused since.
+        if self.notifier is not None:
+            self.notifier.detach()
+        for passed in self._passed:
+            passed.sock.detach()
         self.notifier = None
         self.interval = None
         self._passed = []
+        self._assigned = {}
         self._pinger = None
         for name in SYSTEMD_ENV:
             os.environ.pop(name, None)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from support import wait_for
 from systemd_fixtures import NotifySocket
 
-from appd_systemd import SystemdPlugin
+from appd_systemd import PassedSocket, SystemdPlugin
 from appd_systemd.plugin import SYSTEMD_ENV, summary
 
 
@@ -201,3 +203,25 @@ def test_a_reload_seen_only_in_the_status_is_notified_too(
     plugin.appd_reload(phase="end")
     notify_socket.drain()
     assert len(notify_socket.with_key("READY", "1")) == 3
+
+
+def test_a_passed_socket_is_handed_out_as_a_duplicate_it_keeps(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    made = SystemdPlugin()
+    made.appd_pre_fork()  # the supervisor
+    with socket.socket() as passed:
+        passed.bind(("127.0.0.1", 0))
+        passed.listen()
+        made._passed = [PassedSocket(passed, "echo")]
+        service: Any = SimpleNamespace(name="echo", settings=None, host=None, port=None, path=None)
+        first = made.appd_listener(service=service)
+        assert first is not passed and first.getsockname() == passed.getsockname()
+        first.close()  # the supervisor closes its listener (the service went FATAL) ...
+        again = made.appd_listener(service=service)  # ... and asks again when it restarts
+        with again, socket.create_connection(passed.getsockname(), timeout=5):
+            conn, _ = again.accept()
+            conn.close()
+        other: Any = SimpleNamespace(name="power", settings=None, host=None, port=None, path=None)
+        assert made.appd_listener(service=other) is None  # named for another service
