@@ -230,14 +230,22 @@ def load_config(
 
 
 def finish_config(
-    raw: RawConfig, *, configure: Callable[[dict[str, Any]], None] | None = None
+    raw: RawConfig,
+    *,
+    configure: Callable[[dict[str, Any]], None] | None = None,
+    secrets: bool = True,
 ) -> AppdConfig:
-    """Run ``configure`` over ``raw`` and validate the result."""
+    """Run ``configure`` over ``raw`` and validate the result.
+
+    :param secrets: resolve the secret settings' references (see :func:`parse_config`).
+    """
     before = set(raw.data)
     if configure is not None:
         configure(raw.data)
     added = set(raw.data) - before - _GLOBAL_KEYS
-    return parse_config(raw.data, source=raw.source, base_dir=raw.base_dir, extra_keys=added)
+    return parse_config(
+        raw.data, source=raw.source, base_dir=raw.base_dir, extra_keys=added, secrets=secrets
+    )
 
 
 def _warn_if_secrets_readable(path: Path, data: Mapping[str, Any]) -> None:
@@ -353,10 +361,16 @@ def parse_config(
     source: str | None,
     base_dir: Path,
     extra_keys: Collection[str] = (),
+    secrets: bool = True,
 ) -> AppdConfig:
     """Validate a configuration mapping (a TOML table or ``settings.APPD``).
 
     Relative paths are taken relative to ``base_dir`` (the configuration file's directory).
+
+    :param secrets: False for commands that use no secret (``appd list``, ``status``, ``stop``,
+        ``plugins``): the secret settings (``key``, ``password``, ``users``) keep their
+        ``env:``/``file:`` references unread, and any other reference that cannot be resolved
+        is kept as written instead of being an error.
 
     :raises ConfigurationError: naming the source, the key and what is wrong.
     """
@@ -381,7 +395,7 @@ def parse_config(
             "services", f"expected a table of service tables, got {_shown(services_table)}"
         )
     services = {
-        name: _parse_service(name, table, source=label)
+        name: _parse_service(name, table, source=label, secrets=secrets)
         for name, table in services_table.items()
     }
     paths = top.strings("paths") or ()
@@ -402,7 +416,7 @@ def parse_config(
     )
 
 
-def _parse_service(name: str, table: Any, *, source: str) -> ServiceConfig:
+def _parse_service(name: str, table: Any, *, source: str, secrets: bool) -> ServiceConfig:
     prefix = f"services.{name}."
     if not isinstance(table, Mapping):
         raise ConfigurationError(
@@ -411,6 +425,8 @@ def _parse_service(name: str, table: Any, *, source: str) -> ServiceConfig:
     reader = _Reader(table, source=source, prefix=prefix)
     settings = {
         key: _resolve_references(value, where=reader.where(key))
+        if secrets
+        else _resolve_if_possible(key, value, where=reader.where(key))
         for key, value in table.items()
         if key not in SUPERVISOR_SETTINGS
     }
@@ -441,6 +457,17 @@ def _parse_restart(reader: _Reader) -> RestartPolicy:
         max_restarts=reader.integer("restart_max", default.max_restarts),
         window=reader.number("restart_window", default.window),
     )
+
+
+def _resolve_if_possible(key: str, value: Any, *, where: str) -> Any:
+    """A setting's value for a command that needs no secret: secrets unread, the rest resolved
+    where their references can be."""
+    if key in SECRET_SETTINGS:
+        return value
+    try:
+        return _resolve_references(value, where=where)
+    except ConfigurationError:
+        return value
 
 
 def _resolve_references(value: Any, *, where: str) -> Any:

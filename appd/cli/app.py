@@ -75,13 +75,15 @@ def config_source(source: ConfigSource) -> Iterator[None]:
 
 
 def load(
-    config_path: str | None, *, source: ConfigSource | None = None
+    config_path: str | None, *, source: ConfigSource | None = None, secrets: bool = True
 ) -> tuple[AppdConfig, Hooks]:
     """Read the configuration, build the plugin manager (entry points and the configuration's
     ``plugins``), let ``appd_configure`` adjust the settings, and validate them.
 
     :param source: where the configuration comes from when ``config_path`` is None, and
         plugins to register (default: the one :func:`config_source` installed, if any).
+    :param secrets: False for commands that use no secret: ``env:``/``file:`` references of
+        secret settings are left unread (see :func:`appd.config.parse_config`).
     """
     source = source if source is not None else _source
     raw = None if source is None or config_path is not None else source.read()
@@ -93,7 +95,9 @@ def load(
         if not any(plugin is known for known in plugins):
             plugins.append(plugin)
     hooks = load_hooks(plugins=plugins)
-    config = finish_config(raw, configure=lambda data: hooks.appd_configure(config=data))
+    config = finish_config(
+        raw, configure=lambda data: hooks.appd_configure(config=data), secrets=secrets
+    )
     return config, hooks
 
 
