@@ -64,12 +64,12 @@ def test_a_failure_is_a_command_error_carrying_the_error_text() -> None:
 
     def fail(args: argparse.Namespace) -> int:
         assert (args.service, args.cmd, args.args) == ("device", "boom", ["1"])
-        raise RemoteError("ValueError: the device said no")
+        raise RemoteError("ValueError", "the device said no")
 
     options["handler"] = fail
     with pytest.raises(CommandError) as info:
         command.handle(**options)
-    assert str(info.value) == "appd call device boom 1: ValueError: the device said no"
+    assert str(info.value) == "appd call device boom 1: remote ValueError: the device said no"
     assert info.value.returncode == 1
     assert isinstance(info.value.__cause__, RemoteError)
 
@@ -78,7 +78,7 @@ def test_traceback_lets_the_error_itself_through() -> None:
     command, options = parse(["call", "device", "boom", "--traceback"])
 
     def fail(args: argparse.Namespace) -> int:
-        raise RemoteError("ValueError: the device said no")
+        raise RemoteError("ValueError", "the device said no")
 
     options["handler"] = fail
     with pytest.raises(RemoteError):
