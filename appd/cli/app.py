@@ -332,13 +332,27 @@ def plugin_rows(hooks: Hooks) -> tuple[list[list[str]], list[tuple[str, str]]]:
     return loaded, failed
 
 
-def check(config: AppdConfig, hooks: Hooks) -> tuple[list[str], list[str]]:
-    """``appd check``: problems and passed checks, without starting anything."""
+def check(config_path: str | None) -> tuple[list[str], list[str]]:
+    """``appd check``: problems and passed checks, without starting anything.
+
+    The configuration, discovery and the services' settings are checked first
+    (:func:`appd.cli.diagnosis.diagnose`: each problem a message, never a traceback); when they
+    are sound, each socket service's key strength and whether its address is free.
+
+    :raises ConfigurationError: the configuration cannot be read at all.
+    """
+    from appd.cli.diagnosis import diagnose
     from appd.service import SecureSocketAppService
 
-    problems: list[str] = []
+    diagnosis = diagnose(config_path)
+    problems = [finding.message for finding in diagnosis.findings]
+    config, found = diagnosis.config, diagnosis.services
+    if config is None:
+        # A configuration that cannot be read is an error, as for every other command.
+        raise ConfigurationError(problems[0])
     notes = [f"configuration: {config.source or 'defaults (no configuration file)'}"]
-    found = discover(config, hooks)
+    if found is None or problems:
+        return problems, notes
     notes.append(f"discovery: {len(found)} service(s): {', '.join(f.name for f in found) or '-'}")
     for service in prepare_services(config, found):
         if not isinstance(service, SecureSocketAppService):

@@ -328,7 +328,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from appd.cli.app import check
 
-    problems, notes = check(*_load(args))
+    problems, notes = check(args.config)
     for note in notes:
         print(f"ok: {note}")
     for problem in problems:
