@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from appd.config import AppdConfig, RawConfig, ServiceConfig, finish_config, read_config
 from appd.discovery import DiscoveredService, discover_services
@@ -24,12 +24,14 @@ from appd.logging import configure_logging, get_logger
 from appd.service import AppServiceBase
 
 __all__ = [
+    "FRAMEWORK_SOURCES",
     "ConfigSource",
     "check",
     "client_for",
     "config_source",
     "daemon_main",
     "discover",
+    "framework_source",
     "load",
     "plugin_rows",
     "prepare_services",
@@ -61,6 +63,30 @@ class ConfigSource:
 
 
 _source: ConfigSource | None = None
+
+#: Functions (``module:function``) that recognise a framework's project in the working
+#: directory and return its :class:`ConfigSource`, or None: how the plain ``appd`` command
+#: reads ``settings.APPD`` beside a Django project's ``manage.py``.
+FRAMEWORK_SOURCES: Final = ("appd.contrib.django.config:project_config_source",)
+
+
+def framework_source() -> ConfigSource | None:
+    """The source of the framework project in the working directory, if any.
+
+    A framework that is not installed is skipped; nothing of it is imported otherwise.
+    """
+    for spec in FRAMEWORK_SOURCES:
+        module_name, _, attribute = spec.partition(":")
+        try:
+            find: Callable[[], ConfigSource | None] = getattr(
+                importlib.import_module(module_name), attribute
+            )
+        except ImportError:
+            continue
+        found = find()
+        if found is not None:
+            return found
+    return None
 
 
 @contextlib.contextmanager

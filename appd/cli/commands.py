@@ -135,7 +135,14 @@ def main(argv: Sequence[str] | None = None, *, hooks: Hooks | None = None) -> in
         parser.print_help()
         return EXIT_USAGE
     try:
-        return handler(args)
+        from appd.cli.app import config_source, framework_source
+
+        # Beside a Django project, the configuration manage.py appd reads (settings.APPD).
+        source = framework_source()
+        with config_source(source) if source is not None else contextlib.nullcontext():
+            code = handler(args)
+        sys.stdout.flush()  # here, where a closed pipe can still be handled
+        return code
     except AppdError as exc:
         _error(str(exc))
         return EXIT_ERROR
@@ -180,7 +187,22 @@ def _load(args: argparse.Namespace, *, secrets: bool = True) -> tuple[AppdConfig
 def cmd_run(args: argparse.Namespace) -> int:
     from appd.cli.app import run_supervisor
 
+    if getattr(args, "reload", False):
+        return _run_reloading(args)
     return run_supervisor(*_load(args), hold_pid_file=True)
+
+
+def _run_reloading(args: argparse.Namespace) -> int:
+    """``run --reload``: the supervisor as a child, reloaded when a watched file changes."""
+    from pathlib import Path
+
+    from appd.cli.reload import Reloader, supervisor_command, watch_roots
+
+    config = _config(args)  # a broken configuration fails here, before anything starts
+    places = [Path.cwd(), *config.paths]
+    if config.source is not None and Path(config.source).is_file():
+        places.append(Path(config.source).parent)
+    return Reloader(supervisor_command(), watch_roots(places)).run()
 
 
 def cmd_start(args: argparse.Namespace) -> int:

@@ -64,6 +64,7 @@ APPD = {{
     "services": {{
         "device": {{
             "port": {port},
+            "username": "web",
             "key": "env:DEVICE_KEY",
             "password": "env:DEVICE_PASSWORD",
         }},

@@ -112,6 +112,7 @@ class Command(BaseCommand):
         """Django's ``execute``; a reader that closed our output ends the command quietly."""
         try:
             result: str | None = super().execute(*args, **options)
+            self.stdout.flush()  # here, where a closed pipe can still be handled
         except BrokenPipeError:
             if self._from_command_line():
                 sys.exit(output_closed())
