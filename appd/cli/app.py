@@ -29,6 +29,7 @@ __all__ = [
     "check",
     "client_for",
     "config_source",
+    "configure_logging_for",
     "daemon_main",
     "discover",
     "framework_source",
@@ -183,7 +184,8 @@ def prepare_services(
     return services
 
 
-def _configure_logging_for(config: AppdConfig, role: str) -> None:
+def configure_logging_for(config: AppdConfig, role: str) -> None:
+    """Log as the configuration says (``log_format``, ``log_level``), as ``role``."""
     renderer = None if config.log_format == "auto" else config.log_format
     configure_logging(role, renderer=renderer, level=config.log_level.upper())  # type: ignore[arg-type]
 
@@ -197,7 +199,7 @@ def run_supervisor(config: AppdConfig, hooks: Hooks, *, hold_pid_file: bool) -> 
     from appd.runtime.pidfile import PidFile, PidFileLocked
     from appd.supervisor import Supervisor, status_path_for, write_json_atomically
 
-    _configure_logging_for(config, "supervisor")
+    configure_logging_for(config, "supervisor")
     status_file = status_path_for(config.pid_file)
     status_file.parent.mkdir(parents=True, exist_ok=True)
     config.run_dir.mkdir(parents=True, exist_ok=True)

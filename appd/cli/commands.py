@@ -196,9 +196,11 @@ def _run_reloading(args: argparse.Namespace) -> int:
     """``run --reload``: the supervisor as a child, reloaded when a watched file changes."""
     from pathlib import Path
 
+    from appd.cli.app import configure_logging_for
     from appd.cli.reload import Reloader, supervisor_command, watch_roots
 
     config = _config(args)  # a broken configuration fails here, before anything starts
+    configure_logging_for(config, "reloader")
     places = [Path.cwd(), *config.paths]
     if config.source is not None and Path(config.source).is_file():
         places.append(Path(config.source).parent)
