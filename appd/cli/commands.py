@@ -370,4 +370,5 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 def _print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows, strict=False)]
     for row in [headers, *rows]:
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=False)))
+        cells = (str(cell).ljust(width) for cell, width in zip(row, widths, strict=False))
+        print("  ".join(cells).rstrip())
