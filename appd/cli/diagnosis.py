@@ -9,11 +9,13 @@ Nothing here binds a socket or starts a process.
 from __future__ import annotations
 
 import difflib
+import importlib
 import traceback
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
 
 from appd.cli.app import ConfigSource, discover, load, prepare_services
 from appd.config import AppdConfig, resolve_secret
@@ -75,12 +77,21 @@ def references(value: Any, where: str) -> Iterator[tuple[str, str]]:
 
 
 def format_traceback(exc: BaseException) -> str:
-    """``exc``'s traceback without the import machinery's frames (what a reader needs)."""
+    """``exc``'s traceback without the frames of the import machinery and of appd's discovery:
+    what the reader needs is where their own code failed."""
     summary = traceback.TracebackException.from_exception(exc)
     summary.stack = traceback.StackSummary.from_list(
-        [frame for frame in summary.stack if not frame.filename.startswith("<frozen ")]
+        [frame for frame in summary.stack if not _machinery(frame.filename)]
     )
     return "".join(summary.format()).rstrip()
+
+
+#: Files whose frames an import error's traceback leaves out.
+_MACHINERY: Final = (str(Path(importlib.__file__).parent), str(Path(__file__).parents[1]))
+
+
+def _machinery(filename: str) -> bool:
+    return filename.startswith("<frozen ") or filename.startswith(_MACHINERY)
 
 
 def diagnose(
