@@ -128,7 +128,9 @@ class Command(BaseCommand):
         """
         handler: Callable[[argparse.Namespace], int] | None = options.get("handler")
         if handler is None:
-            self.print_help("manage.py", "appd")
+            if self._from_command_line():
+                self.print_help("manage.py", "appd")
+                sys.exit(cli.EXIT_USAGE)
             raise CommandError("no command given", returncode=cli.EXIT_USAGE)
         # Django hands the positional arguments named ``args`` (``call``'s) over separately.
         options = {"args": list(args), **options}
