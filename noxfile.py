@@ -22,10 +22,12 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """ruff over the package, the tests, the benchmarks and the examples."""
-    session.install("ruff")
+    """ruff over the package, the tests, the benchmarks and the examples; the layer contracts
+    of docs/architecture.md (``lint-imports``, configured in pyproject.toml)."""
+    session.install("ruff", "import-linter")
     paths = ["appd", "tests", "bench", "docs/examples", "examples", "noxfile.py"]
     session.run("ruff", "check", *[p for p in paths if Path(p).exists()])
+    session.run("lint-imports")
 
 
 @nox.session(python=PYTHON)
@@ -40,3 +42,4 @@ def bench(session: nox.Session) -> None:
     """appd side by side with raw sockets and peer libraries; prints ratios to raw TCP."""
     session.install(".[bench]")
     session.run("python", "bench/run.py", *session.posargs)
+    session.run("python", "bench/imports.py")

@@ -34,6 +34,7 @@ __all__ = [
     "AppdConfig",
     "ServiceConfig",
     "RawConfig",
+    "SettingsReader",
     "find_config_file",
     "finish_config",
     "load_config",
@@ -191,7 +192,7 @@ class RawConfig:
 
     def plugin_modules(self) -> tuple[str, ...]:
         """The ``plugins`` setting: modules (or ``module:attribute``) to register as plugins."""
-        return _Reader(self.data, source=self.source or "configuration", prefix="").strings(
+        return SettingsReader(self.data, source=self.source or "configuration", prefix="").strings(
             "plugins"
         ) or ()
 
@@ -277,16 +278,37 @@ def _holds_literal(value: Any) -> bool:
     return value is not None
 
 
-class _Reader:
-    """Typed access to one table, raising one-line errors naming source, key and problem."""
+class SettingsReader:
+    """Typed access to one table of settings, raising one-line errors that name where each
+    value came from, the key and the problem (``appd.toml: services.power.concurrency:
+    expected a positive integer, got 0``).
 
-    def __init__(self, data: Mapping[str, Any], *, source: str, prefix: str) -> None:
+    Every setting of appd is read through it: the global keys, the ``[services.<name>]``
+    tables, and a service's settings (which merge the class's attributes with its table).
+
+    :param data: the values.
+    :param source: where they came from (a file path, ``settings.APPD``).
+    :param prefix: prepended to each key in messages (``"services.power."``).
+    :param origins: per key, a label used instead of ``source`` + ``prefix`` (a value taken
+        from a class attribute is named ``shop.services.PowerService.concurrency``).
+    """
+
+    def __init__(
+        self,
+        data: Mapping[str, Any],
+        *,
+        source: str,
+        prefix: str,
+        origins: Mapping[str, str] | None = None,
+    ) -> None:
         self.data = data
         self.source = source
         self.prefix = prefix
+        self.origins = origins or {}
 
     def where(self, key: str) -> str:
-        return f"{self.source}: {self.prefix}{key}"
+        origin = self.origins.get(key)
+        return origin if origin is not None else f"{self.source}: {self.prefix}{key}"
 
     def fail(self, key: str, problem: str) -> ConfigurationError:
         return ConfigurationError(f"{self.where(key)}: {problem}")
@@ -299,12 +321,34 @@ class _Reader:
             raise self.fail(key, f"must be at least {minimum:g}, got {value!r}")
         return float(value)
 
+    def seconds(
+        self, key: str, default: float | None, *, optional: bool = False, positive: bool = True
+    ) -> float | None:
+        """A duration in seconds: a positive number (or zero when not ``positive``), or
+        ``None`` when ``optional``."""
+        value = self.data.get(key, default)
+        if value is None and optional:
+            return None
+        ok = not isinstance(value, bool) and isinstance(value, int | float)
+        if not ok or value < 0 or (positive and value == 0):
+            kind = "a positive number of seconds" if positive else "a number of seconds >= 0"
+            raise self.fail(
+                key, f"expected {kind}{' or none' if optional else ''}, got {value!r}"
+            )
+        return float(value)
+
     def integer(self, key: str, default: int, *, minimum: int = 0) -> int:
         value = self.data.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.fail(key, f"expected an integer, got {_shown(value)}")
         if value < minimum:
             raise self.fail(key, f"must be at least {minimum}, got {value!r}")
+        return value
+
+    def positive_integer(self, key: str, default: int) -> int:
+        value = self.data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise self.fail(key, f"expected a positive integer, got {value!r}")
         return value
 
     def boolean(self, key: str, default: bool) -> bool:
@@ -321,6 +365,14 @@ class _Reader:
 
     def string(self, key: str, default: str) -> str:
         value = self.data.get(key, default)
+        if not isinstance(value, str) or not value:
+            raise self.fail(key, f"expected a non-empty string, got {_shown(value)}")
+        return value
+
+    def optional_string(self, key: str, default: str | None = None) -> str | None:
+        value = self.data.get(key, default)
+        if value is None:
+            return None
         if not isinstance(value, str) or not value:
             raise self.fail(key, f"expected a non-empty string, got {_shown(value)}")
         return value
@@ -377,7 +429,7 @@ def parse_config(
     label = source or "configuration"
     if not isinstance(data, Mapping):
         raise ConfigurationError(f"{label}: expected a table of settings, got {_shown(data)}")
-    top = _Reader(data, source=label, prefix="")
+    top = SettingsReader(data, source=label, prefix="")
     unknown = sorted(set(data) - _GLOBAL_KEYS - set(extra_keys))
     if unknown:
         raise top.fail(
@@ -422,7 +474,7 @@ def _parse_service(name: str, table: Any, *, source: str, secrets: bool) -> Serv
         raise ConfigurationError(
             f"{source}: services.{name}: expected a table of settings, got {_shown(table)}"
         )
-    reader = _Reader(table, source=source, prefix=prefix)
+    reader = SettingsReader(table, source=source, prefix=prefix)
     settings = {
         key: _resolve_references(value, where=reader.where(key))
         if secrets
@@ -441,7 +493,7 @@ def _parse_service(name: str, table: Any, *, source: str, secrets: bool) -> Serv
     )
 
 
-def _parse_restart(reader: _Reader) -> RestartPolicy:
+def _parse_restart(reader: SettingsReader) -> RestartPolicy:
     default = RestartPolicy()
     interval = reader.number("restart_interval", default.interval)
     max_interval = reader.number("restart_max_interval", max(default.max_interval, interval))

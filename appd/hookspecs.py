@@ -11,11 +11,13 @@ to ``processes - 1``); it stays the same when the process at that index is resta
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Mapping, MutableMapping
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final
 
 import pluggy
+
+from appd.transport.request import Request, RequestHandler, RequestReply
 
 if TYPE_CHECKING:
     import argparse
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PROJECT_NAME",
+    "Request",
     "RequestHandler",
     "RequestReply",
     "hookimpl",
@@ -39,18 +42,6 @@ hookimpl: Final = pluggy.HookimplMarker(PROJECT_NAME)
 
 #: Marks a function in this module as a hook specification.
 hookspec: Final = pluggy.HookspecMarker(PROJECT_NAME)
-
-#: What a request produces: positional and keyword results, sent back to the client.
-RequestReply = tuple[Sequence[Any], Mapping[str, Any]]
-
-
-class RequestHandler(Protocol):
-    """A service that serves requests (what :func:`appd_request` receives as ``service``)."""
-
-    def process_request(self, request: Any) -> RequestReply:
-        """Run the service's handler for ``request`` and return ``(res_args, res_kwargs)``."""
-        ...
-
 
 # -------------------------------------------------------------------------------------------
 # Configuration and discovery
@@ -200,11 +191,13 @@ def appd_reload(phase: str) -> None:
 
 
 @hookspec(firstresult=True)
-def appd_request(service: RequestHandler, request: Any) -> RequestReply | None:
+def appd_request(service: AppServiceBase, request: Request) -> RequestReply | None:
     """Serve one request; called in the service process for every request it receives.
 
     Stops at the first non-``None`` result.  appd's own implementation runs last and returns
-    ``service.process_request(request)``; a plugin adds behaviour around it with
+    ``service.process_request(request)`` (the service's own dispatch).  The chain is built once
+    per serving process into the service's request pipeline (:mod:`appd.hooks.pipeline`),
+    whichever way the service is served; a plugin adds behaviour around it with
     ``@hookimpl(wrapper=True)`` (time, audit, or refuse a request by raising before it
     yields) or answers a request itself by returning a result first.
 

@@ -11,15 +11,15 @@ import importlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from appd.config import AppdConfig, RawConfig, ServiceConfig, finish_config, read_config
+from appd.config import AppdConfig, RawConfig, finish_config, read_config
 from appd.discovery import DiscoveredService, discover_services
 from appd.errors import AppdError, ConfigurationError
-from appd.hooks import Hooks, load_hooks
+from appd.hooks import Hooks, configured_hooks
 from appd.logging import configure_logging, get_logger
 from appd.service import AppServiceBase
 
@@ -33,6 +33,7 @@ __all__ = [
     "daemon_main",
     "discover",
     "framework_source",
+    "invocation_hooks",
     "load",
     "plugin_rows",
     "prepare_services",
@@ -72,10 +73,13 @@ FRAMEWORK_SOURCES: Final = ("appd.contrib.django.config:project_config_source",)
 
 
 def framework_source() -> ConfigSource | None:
-    """The source of the framework project in the working directory, if any.
+    """The source of the framework project in the working directory, if any (None, too, when
+    a source is installed already: ``manage.py appd`` chose its own).
 
     A framework that is not installed is skipped; nothing of it is imported otherwise.
     """
+    if _source is not None:
+        return None
     for spec in FRAMEWORK_SOURCES:
         module_name, _, attribute = spec.partition(":")
         try:
@@ -101,45 +105,51 @@ def config_source(source: ConfigSource) -> Iterator[None]:
         _source = previous
 
 
+def _read_raw(config_path: str | None, source: ConfigSource | None) -> RawConfig:
+    raw = None if source is None or config_path is not None else source.read()
+    return raw if raw is not None else read_config(config_path)
+
+
+def invocation_hooks(config_path: str | None) -> Hooks | None:
+    """The one plugin manager of a command-line invocation, built before its arguments are
+    parsed so that plugins named in the configuration's ``plugins`` add subcommands too.
+
+    :returns: ``None`` when the configuration cannot be read or a configured plugin cannot be
+        imported: the command then reports that error when it loads the configuration.
+    """
+    source = _source
+    try:
+        raw = _read_raw(config_path, source)
+        return configured_hooks(raw, plugins=source.plugins if source is not None else ())
+    except ConfigurationError:
+        return None
+
+
 def load(
-    config_path: str | None, *, source: ConfigSource | None = None, secrets: bool = True
+    config_path: str | None,
+    *,
+    source: ConfigSource | None = None,
+    hooks: Hooks | None = None,
+    secrets: bool = True,
 ) -> tuple[AppdConfig, Hooks]:
     """Read the configuration, build the plugin manager (entry points and the configuration's
     ``plugins``), let ``appd_configure`` adjust the settings, and validate them.
 
     :param source: where the configuration comes from when ``config_path`` is None, and
         plugins to register (default: the one :func:`config_source` installed, if any).
+    :param hooks: the invocation's plugin manager, when :func:`invocation_hooks` built it
+        already (one per invocation); built here otherwise.
     :param secrets: False for commands that use no secret: ``env:``/``file:`` references of
         secret settings are left unread (see :func:`appd.config.parse_config`).
     """
     source = source if source is not None else _source
-    raw = None if source is None or config_path is not None else source.read()
-    if raw is None:
-        raw = read_config(config_path)
-    plugins = list(source.plugins) if source is not None else []
-    for name in raw.plugin_modules():
-        plugin = _import_plugin(name, raw.source)
-        if not any(plugin is known for known in plugins):
-            plugins.append(plugin)
-    hooks = load_hooks(plugins=plugins)
+    raw = _read_raw(config_path, source)
+    if hooks is None:
+        hooks = configured_hooks(raw, plugins=source.plugins if source is not None else ())
     config = finish_config(
         raw, configure=lambda data: hooks.appd_configure(config=data), secrets=secrets
     )
     return config, hooks
-
-
-def _import_plugin(spec: str, source: str | None) -> object:
-    module_name, _, attribute = spec.partition(":")
-    try:
-        plugin: object = importlib.import_module(module_name)
-        for part in filter(None, attribute.split(".")):
-            plugin = getattr(plugin, part)
-    except Exception as exc:
-        raise ConfigurationError(
-            f"{source or 'configuration'}: plugins: cannot load {spec!r}: "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
-    return plugin
 
 
 def discover(config: AppdConfig, hooks: Hooks) -> list[DiscoveredService]:
@@ -149,39 +159,54 @@ def discover(config: AppdConfig, hooks: Hooks) -> list[DiscoveredService]:
     )
 
 
-def apply_settings(service: AppServiceBase, settings: Mapping[str, Any], *, source: str) -> None:
-    """Override the service's attributes with configuration values.
+def configure_service(service: AppServiceBase, config: AppdConfig) -> None:
+    """Apply the service's ``[services.<name>]`` table and validate its settings, once.
 
-    :raises ConfigurationError: a setting the service class does not have.
+    :raises ConfigurationError: naming the configuration (or the class) and the key.
     """
-    try:
-        service.apply_settings(dict(settings))
-    except ConfigurationError as exc:
-        raise ConfigurationError(f"{source}: services.{service.name}: {exc}") from None
+    service.configure(
+        config.service(service.name).settings, source=config.source or "configuration"
+    )
+
+
+def check_service_tables(config: AppdConfig, found: Sequence[DiscoveredService]) -> None:
+    """Every ``[services.<name>]`` table and ``enabled`` name must match a discovered service.
+
+    :raises ConfigurationError: naming the first table (or name) that matches none.
+    """
+    source = config.source or "configuration"
+    names = {f.name for f in found}
+    unknown = set(config.enabled or ()) - names
+    if unknown:
+        raise ConfigurationError(
+            f"{source}: enabled: no such service: {', '.join(sorted(unknown))}"
+        )
+    for name in config.services:
+        if name not in names:
+            known = ", ".join(sorted(names)) or "none"
+            raise ConfigurationError(
+                f"{source}: services.{name}: no service named {name!r} was discovered "
+                f"(discovered: {known})"
+            )
 
 
 def prepare_services(
     config: AppdConfig, found: Sequence[DiscoveredService], *, only_enabled: bool = True
 ) -> list[AppServiceBase]:
-    """Instantiate the services to run, with their configuration applied."""
-    unknown = set(config.enabled or ()) - {f.name for f in found}
-    if unknown:
-        raise ConfigurationError(
-            f"{config.source or 'configuration'}: enabled: no such service: "
-            f"{', '.join(sorted(unknown))}"
-        )
+    """Instantiate the services to run, each with its settings applied and validated once."""
+    check_service_tables(config, found)
     services = []
     for item in found:
-        service_config: ServiceConfig = config.service(item.name)
-        if only_enabled and (
-            not service_config.enabled
-            or (config.enabled is not None and item.name not in config.enabled)
-        ):
+        if only_enabled and not _enabled(config, item.name):
             continue
         service = item.cls()
-        apply_settings(service, service_config.settings, source=config.source or "configuration")
+        configure_service(service, config)
         services.append(service)
     return services
+
+
+def _enabled(config: AppdConfig, name: str) -> bool:
+    return config.service(name).enabled and (config.enabled is None or name in config.enabled)
 
 
 def configure_logging_for(config: AppdConfig, role: str) -> None:
@@ -360,19 +385,20 @@ def plugin_rows(hooks: Hooks) -> tuple[list[list[str]], list[tuple[str, str]]]:
     return loaded, failed
 
 
-def check(config_path: str | None) -> tuple[list[str], list[str]]:
+def check(config_path: str | None, *, hooks: Hooks | None = None) -> tuple[list[str], list[str]]:
     """``appd check``: problems and passed checks, without starting anything.
 
     The configuration, discovery and the services' settings are checked first
     (:func:`appd.cli.diagnosis.diagnose`: each problem a message, never a traceback); when they
     are sound, each socket service's key strength and whether its address is free.
 
+    :param hooks: the invocation's plugin manager (built here when omitted).
     :raises ConfigurationError: the configuration cannot be read at all.
     """
     from appd.cli.diagnosis import diagnose
     from appd.service import SecureSocketAppService
 
-    diagnosis = diagnose(config_path)
+    diagnosis = diagnose(config_path, hooks=hooks)
     problems = [finding.message for finding in diagnosis.findings]
     config, found = diagnosis.config, diagnosis.services
     if config is None:
@@ -382,16 +408,18 @@ def check(config_path: str | None) -> tuple[list[str], list[str]]:
     if found is None or problems:
         return problems, notes
     notes.append(f"discovery: {len(found)} service(s): {', '.join(f.name for f in found) or '-'}")
-    for service in prepare_services(config, found):
-        if not isinstance(service, SecureSocketAppService):
+    for item in found:
+        if not _enabled(config, item.name):
             continue
+        service = item.cls()
         try:
-            service.server_settings()
+            configure_service(service, config)
         except ConfigurationError as exc:
             problems.append(str(exc))
             continue
-        key = service.key or b""
-        size = len(key.encode() if isinstance(key, str) else key)
+        if not isinstance(service, SecureSocketAppService) or service.settings is None:
+            continue
+        size = len(service.settings.server.psk)
         if size < RECOMMENDED_KEY_BYTES:
             problems.append(
                 f"service {service.name}: key is {size} bytes; use at least "

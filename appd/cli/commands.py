@@ -122,25 +122,38 @@ def add_commands(
 def main(argv: Sequence[str] | None = None, *, hooks: Hooks | None = None) -> int:
     """Entry point of the ``appd`` console script; returns the process exit code.
 
-    :param hooks: the plugin facade (built from installed plugins when omitted); plugins add
-        their own subcommands through it.
+    :param hooks: the plugin facade; by default the invocation's one plugin manager (builtins,
+        the configuration's ``plugins``, installed entry points), built once and used by the
+        command too.  Plugins add their own subcommands through it.
     """
+    from appd.cli.app import config_source, framework_source
+
     # Warnings (a plugin that failed to load, secrets readable by others) go to standard error,
     # never into the output of `appd call` or `appd status --json`; `appd run` reconfigures.
     configure_logging("cli", stream=sys.stderr, level="WARNING")
+    # Beside a Django project: the configuration manage.py appd reads (settings.APPD).
+    source = framework_source()
+    with config_source(source) if source is not None else contextlib.nullcontext():
+        return _main(argv, hooks)
+
+
+def _main(argv: Sequence[str] | None, hooks: Hooks | None) -> int:
+    if hooks is None:
+        from appd.cli.app import invocation_hooks
+
+        early = argparse.ArgumentParser(add_help=False)
+        early.add_argument("--config")
+        known, _ = early.parse_known_args(argv)
+        hooks = invocation_hooks(known.config)
     parser = build_parser(hooks if hooks is not None else load_hooks())
     args = parser.parse_args(argv)
+    args.hooks = hooks
     handler: Command | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()
         return EXIT_USAGE
     try:
-        from appd.cli.app import config_source, framework_source
-
-        # Beside a Django project, the configuration manage.py appd reads (settings.APPD).
-        source = framework_source()
-        with config_source(source) if source is not None else contextlib.nullcontext():
-            code = handler(args)
+        code = handler(args)
         sys.stdout.flush()  # here, where a closed pipe can still be handled
         return code
     except AppdError as exc:
@@ -178,7 +191,7 @@ def _load(args: argparse.Namespace, *, secrets: bool = True) -> tuple[AppdConfig
     """The configuration and plugins; ``secrets=False`` for commands that use no secret."""
     from appd.cli.app import load
 
-    return load(args.config, secrets=secrets)
+    return load(args.config, hooks=getattr(args, "hooks", None), secrets=secrets)
 
 
 # -- run / start / stop / restart ---------------------------------------------------------------
@@ -352,7 +365,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from appd.cli.app import check
 
-    problems, notes = check(args.config)
+    problems, notes = check(args.config, hooks=getattr(args, "hooks", None))
     for note in notes:
         print(f"ok: {note}")
     for problem in problems:

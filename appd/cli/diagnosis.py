@@ -98,18 +98,20 @@ def diagnose(
     config_path: str | None = None,
     *,
     source: ConfigSource | None = None,
+    hooks: Hooks | None = None,
     skip_imports: bool = False,
 ) -> Diagnosis:
     """Read the configuration, discover the services and check that they fit together.
 
     :param source: as for :func:`appd.cli.app.load`.
+    :param hooks: the invocation's plugin manager (built from the configuration when omitted).
     :param skip_imports: report no :attr:`Kind.IMPORT` finding (the caller reported those
         already, one per module); discovery-dependent checks are still skipped on failure.
     """
     result = Diagnosis()
     findings = result.findings
     try:
-        config, hooks = load(config_path, source=source, secrets=False)
+        config, hooks = load(config_path, source=source, hooks=hooks, secrets=False)
     except ConfigurationError as exc:
         findings.append(Finding(Kind.CONFIGURATION, str(exc)))
         return result
@@ -176,16 +178,12 @@ def diagnose(
     if any(f.kind is Kind.UNKNOWN_SERVICE for f in findings):
         return result
 
+    if missing:
+        return result  # the services' settings are validated with their secrets only
     try:
-        if not missing:
-            config, hooks = load(config_path, source=source)
-            result.config, result.hooks = config, hooks
-        services = prepare_services(config, found, only_enabled=False)
-        if not missing:
-            for service in services:
-                validate = getattr(service, "server_settings", None)
-                if validate is not None:
-                    validate()
+        config, hooks = load(config_path, source=source, hooks=hooks)
+        result.config, result.hooks = config, hooks
+        prepare_services(config, found, only_enabled=False)
     except ConfigurationError as exc:
         findings.append(Finding(Kind.CONFIGURATION, str(exc)))
     return result

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from appd.discovery import DiscoveredService, class_path
 from appd.hooks import AppdPluginManager, PluginFailure
+from appd.transport.listen import format_address
 
 __all__ = [
     "PluginInfo",
@@ -58,15 +58,11 @@ class PluginReport:
 
 
 def _format_address(host: object, port: object, path: object) -> str | None:
-    if path:
-        return f"unix:{path}"
-    if host is None or port is None:
+    if not path and (host is None or port is None):
         return None
-    try:
-        bracket = ipaddress.ip_address(str(host)).version == 6
-    except ValueError:
-        bracket = False
-    return f"[{host}]:{port}" if bracket else f"{host}:{port}"
+    return format_address(
+        None if host is None else str(host), cast("int | None", port), str(path) if path else None
+    )
 
 
 def service_address(cls: type, settings: Mapping[str, Any] | None = None) -> str | None:

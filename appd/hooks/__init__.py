@@ -18,7 +18,9 @@ from appd.hooks.manager import (
     Hooks,
     PluginFailure,
     PluginHooks,
+    configured_hooks,
     get_plugin_manager,
+    import_plugin,
     load_hooks,
 )
 
@@ -32,6 +34,8 @@ __all__ = [
     "Hooks",
     "PluginFailure",
     "PluginHooks",
+    "configured_hooks",
     "get_plugin_manager",
+    "import_plugin",
     "load_hooks",
 ]

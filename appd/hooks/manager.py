@@ -25,7 +25,7 @@ import contextlib
 import importlib
 import os
 import traceback
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Final
@@ -34,9 +34,10 @@ import importlib_metadata
 import pluggy
 
 from appd import hookspecs
-from appd.errors import AppdError, DiscoveryError
-from appd.hooks import core as core_hooks
+from appd.config import RawConfig, read_config
+from appd.errors import AppdError, ConfigurationError, DiscoveryError
 from appd.logging import get_logger
+from appd.transport.request import Request, RequestReply
 
 if TYPE_CHECKING:
     import argparse
@@ -54,7 +55,9 @@ __all__ = [
     "Hooks",
     "PluginHooks",
     "PluginFailure",
+    "configured_hooks",
     "get_plugin_manager",
+    "import_plugin",
     "load_hooks",
 ]
 
@@ -178,11 +181,9 @@ def _load_entry_points(pm: AppdPluginManager) -> None:
 
 def _safe(value: object) -> object:
     """A log-safe stand-in for a hook argument or result: never the content of a mapping."""
-    from appd.service import AppServiceBase
-
     if value is None or isinstance(value, bool | int | float):
         return value
-    if isinstance(value, AppServiceBase | type):
+    if isinstance(value, type) or getattr(value, "__appd_service__", False) is True:
         return repr(value)
     if isinstance(value, str) and len(value) <= 80:
         return value
@@ -368,26 +369,16 @@ class Hooks:
         """Fire ``appd_reload`` (``"begin"`` / ``"end"``) in the supervisor."""
         self._notify("appd_reload", phase=phase)
 
-    def appd_request(
-        self,
-        *,
-        service: hookspecs.RequestHandler,
-        request: Any,
-        handler: Callable[[Any], hookspecs.RequestReply] | None = None,
-    ) -> hookspecs.RequestReply:
-        """Serve ``request`` through ``appd_request``: plugins' wrappers around the handler.
+    def appd_request(self, *, service: Any, request: Request) -> RequestReply:
+        """Serve one ``request`` through ``appd_request``: plugins' wrappers around the
+        service's dispatch.  A server calls the pipeline that
+        :func:`appd.hooks.pipeline.build_pipeline` built once instead; this is for one-off
+        calls (tests, tools).
 
-        :param handler: what the innermost, builtin step calls instead of
-            ``service.process_request`` (for a caller that has rebound that method to come
-            through here).
         :raises AppdError: no implementation answered (the builtin one was removed).
         Exceptions from the handler or from a plugin refusing the request propagate.
         """
-        token = core_hooks.innermost_handler.set(handler)
-        try:
-            result = self.pm.hook.appd_request(service=service, request=request)
-        finally:
-            core_hooks.innermost_handler.reset(token)
+        result = self.pm.hook.appd_request(service=service, request=request)
         if result is None:
             raise AppdError("no appd_request implementation answered the request")
         return result  # type: ignore[no-any-return]
@@ -411,3 +402,40 @@ def load_hooks(
 ) -> Hooks:
     """:func:`get_plugin_manager` wrapped in the :class:`Hooks` facade (same arguments)."""
     return Hooks(get_plugin_manager(plugins=plugins, entry_points=entry_points, environ=environ))
+
+
+def import_plugin(spec: str, source: str | None) -> object:
+    """The plugin a configuration's ``plugins`` entry names: a module, or ``module:attr``.
+
+    :param source: the configuration's source, named in the error.
+    :raises ConfigurationError: it cannot be imported (or has no such attribute).
+    """
+    module_name, _, attribute = spec.partition(":")
+    try:
+        plugin: object = importlib.import_module(module_name)
+        for part in filter(None, attribute.split(".")):
+            plugin = getattr(plugin, part)
+    except Exception as exc:
+        raise ConfigurationError(
+            f"{source or 'configuration'}: plugins: cannot load {spec!r}: {_one_line(exc)}"
+        ) from exc
+    return plugin
+
+
+def configured_hooks(raw: RawConfig | None = None, *, plugins: Iterable[object] = ()) -> Hooks:
+    """The plugins of one invocation: builtins, ``plugins``, the configuration's ``plugins``
+    setting, then the installed entry points.
+
+    :param raw: the configuration as read (default: the one :func:`appd.config.read_config`
+        finds from the working directory and ``APPD_CONFIG``).
+    :raises ConfigurationError: the configuration cannot be read, or a configured plugin
+        cannot be imported.
+    """
+    if raw is None:
+        raw = read_config()
+    chosen = list(plugins)
+    for spec in raw.plugin_modules():
+        plugin = import_plugin(spec, raw.source)
+        if not any(plugin is known for known in chosen):
+            chosen.append(plugin)
+    return load_hooks(plugins=chosen)

@@ -39,6 +39,10 @@ class AppServiceBase:
     #: Set to True in a class body to mark a base class that is not a service of its own.
     abstract: ClassVar[bool] = True
 
+    #: Marks appd services for code that must not import this module (hook tracing shows a
+    #: service by its ``repr``, which never holds a secret).
+    __appd_service__: ClassVar[bool] = True
+
     #: The service's name; by default derived from the class name (see :func:`service_name_for`).
     name: str
 
@@ -64,15 +68,37 @@ class AppServiceBase:
         property.  Raises :class:`~appd.errors.ConfigurationError` naming any unknown setting;
         nothing is changed then.
         """
+        self._check_known(settings)
+        for setting, value in settings.items():
+            setattr(self, setting, value)
+
+    def configure(
+        self, table: Mapping[str, Any] | None = None, *, source: str = "configuration"
+    ) -> Any:
+        """Apply the service's ``[services.<name>]`` table once, before the service runs.
+
+        A plain service only checks that every key is one of its :attr:`setting_names`;
+        :class:`~appd.SecureSocketAppService` also validates every value into a frozen
+        settings object.
+
+        :param source: where the table came from, named in errors (``appd.toml``).
+        :raises ConfigurationError: naming ``source``, the table and the unknown key.
+        """
+        table = dict(table or {})
+        self._check_known(table, source=source)
+        for setting, value in table.items():
+            setattr(self, setting, value)
+        return None
+
+    def _check_known(self, settings: Mapping[str, Any], *, source: str | None = None) -> None:
         unknown = sorted(set(settings) - self.setting_names)
         if unknown:
             known = ", ".join(sorted(self.setting_names)) or "none"
+            where = f"{source}: services.{self.name}: " if source else ""
             raise ConfigurationError(
-                f"service {self.name!r} has no setting {', '.join(map(repr, unknown))} "
+                f"{where}service {self.name!r} has no setting {', '.join(map(repr, unknown))} "
                 f"(known settings: {known})"
             )
-        for setting, value in settings.items():
-            setattr(self, setting, value)
 
     def setup(self) -> None:
         """Prepare the service in its own process, after fork and before :meth:`run`."""

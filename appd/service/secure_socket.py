@@ -11,18 +11,21 @@ from __future__ import annotations
 import inspect
 import socket
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, ClassVar, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
 from appd.errors import ConfigurationError, UnknownCommand
 from appd.logging import get_logger
 from appd.runtime import quit_requested
 from appd.service.base import AppServiceBase
+from appd.service.settings import SOCKET_SETTINGS, SocketServiceSettings, build_socket_settings
 from appd.transport.client import SecureSocketAppClient
-from appd.transport.crypto import key_bytes
 from appd.transport.listen import bind_listener, format_address
 from appd.transport.loop import LoopThread
-from appd.transport.protocol import DEFAULT_MAX_FRAME_SIZE
-from appd.transport.server import Request, SecureSocketServer, ServerSettings
+from appd.transport.request import LocalCounter, Request, RequestCounter, RequestReply
+from appd.transport.server import SecureSocketServer, ServerSettings
+
+if TYPE_CHECKING:
+    from appd.hooks import Hooks
 
 __all__ = ["Request", "SecureSocketAppClient", "SecureSocketAppService", "command"]
 
@@ -66,11 +69,7 @@ class SecureSocketAppService(AppServiceBase):
 
     abstract = True
 
-    setting_names = AppServiceBase.setting_names | {
-        "host", "port", "path", "key", "username", "password", "users", "concurrency",
-        "max_queue", "queue_timeout", "max_connections", "max_frame_size",
-        "handshake_timeout", "idle_timeout", "request_timeout", "shutdown_grace",
-    }
+    setting_names = AppServiceBase.setting_names | SOCKET_SETTINGS
 
     #: Interface to listen on (TCP).
     host: str | None = "127.0.0.1"
@@ -86,32 +85,38 @@ class SecureSocketAppService(AppServiceBase):
     #: ...or several users: ``{name: password}`` (both may be given; they are merged).
     users: Mapping[str, str] | None = None
     #: Handlers running at once; 1 means handlers need not be thread-safe.
-    concurrency: int = 1
+    concurrency: int = ServerSettings.concurrency
     #: Requests that may wait for a handler slot; past it the client gets ServiceBusy.
-    max_queue: int = 64
+    max_queue: int = ServerSettings.max_queue
     #: Seconds a request may wait for a slot before the client gets ServiceBusy (None: forever).
-    queue_timeout: float | None = 10.0
+    queue_timeout: float | None = ServerSettings.queue_timeout
     #: Authenticated connections at once (and unfinished handshakes kept at once).
-    max_connections: int = 256
+    max_connections: int = ServerSettings.max_connections
     #: Largest frame accepted, in bytes; a larger length prefix closes the connection unread.
-    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+    max_frame_size: int = ServerSettings.max_frame_size
     #: Seconds a new connection has to complete its handshake.
-    handshake_timeout: float = 5.0
+    handshake_timeout: float = ServerSettings.handshake_timeout
     #: Seconds an authenticated connection may stay silent before it is closed (None: never).
-    idle_timeout: float | None = 300.0
+    idle_timeout: float | None = ServerSettings.idle_timeout
     #: Seconds a handler may run before its client gets RequestTimeout (None: no limit).
-    request_timeout: float | None = 60.0
+    request_timeout: float | None = ServerSettings.request_timeout
     #: Seconds to finish in-flight requests after quit is requested.
-    shutdown_grace: float = 10.0
-
-    #: Requests this process has answered (per process; the supervisor reads it).
-    requests_served: int = 0
+    shutdown_grace: float = ServerSettings.shutdown_grace
 
     _commands: ClassVar[dict[str, str]] = {}
 
+    #: The validated settings, once :meth:`configure` has built them (see
+    #: :mod:`appd.service.settings`); ``None`` until then.
+    settings: SocketServiceSettings | None = None
+
     def __init__(self) -> None:
-        self.requests_served = 0
         self._loop_thread: LoopThread | None = None
+        self._counter: RequestCounter = LocalCounter()
+
+    @property
+    def requests_served(self) -> int:
+        """Requests this process has answered (the counter :meth:`serve` was given)."""
+        return self._counter.value
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -120,6 +125,12 @@ class SecureSocketAppService(AppServiceBase):
             for attr, value in vars(klass).items():
                 cmd = getattr(value, _COMMAND_ATTR, None)
                 if isinstance(cmd, str):
+                    if attr in cls.setting_names:
+                        raise ConfigurationError(
+                            f"{klass.__module__}.{klass.__qualname__}: the command method "
+                            f"{attr!r} (command {cmd!r}) shadows the setting {attr!r}: rename "
+                            f"the method and keep the command's name with @command({cmd!r})"
+                        )
                     commands[cmd] = attr
         cls._commands = commands
 
@@ -140,9 +151,10 @@ class SecureSocketAppService(AppServiceBase):
             return _wrap_single(value)
         return [value], {}
 
-    def process_request(self, request: Request) -> tuple[list[Any], dict[str, Any]]:
-        """The one seam every request passes through (plugins wrap it); runs
-        :meth:`handle_request` and waits for it when it is asynchronous."""
+    def process_request(self, request: Request) -> RequestReply:
+        """The service's own dispatch, the innermost step of its request pipeline (plugins'
+        ``appd_request`` wrappers run around it); runs :meth:`handle_request` and waits for it
+        when it is asynchronous."""
         result = self.handle_request(request.cmd, *request.args, **request.kwargs)
         if type(result) is not tuple and inspect.isawaitable(result):
             if self._loop_thread is None:
@@ -163,17 +175,42 @@ class SecureSocketAppService(AppServiceBase):
         naming the service and the address when it is taken."""
         return bind_listener(self.name, self.host, self.port, self.path)
 
-    def serve(self, listener: socket.socket | None = None) -> None:
+    def serve(
+        self,
+        listener: socket.socket | None = None,
+        *,
+        hooks: Hooks | None = None,
+        counter: RequestCounter | None = None,
+    ) -> None:
         """Serve until :func:`appd.runtime.quit_requested`, then finish in-flight requests within
         ``shutdown_grace`` seconds and return.  Binds first when no ``listener`` is given (and
-        then closes it on return; a given listener is left open for its owner)."""
-        settings = self.server_settings()
+        then closes it on return; a given listener is left open for its owner).
+
+        Requests go through the service's request pipeline, built once here: every plugin's
+        ``appd_request`` wrapper around :meth:`process_request`.
+
+        :param hooks: the plugins to serve with; by default appd's builtins, the ``plugins``
+            of the configuration found from the working directory (see :mod:`appd.config`)
+            and the installed ``appd.plugins`` entry points, so plugins see every request
+            however the service is served.
+        :param counter: counts answered requests (the supervisor passes its scoreboard's);
+            :attr:`requests_served` reads it.
+        """
+        from appd.hooks import configured_hooks
+        from appd.hooks.pipeline import build_pipeline
+
+        settings = self.settings if self.settings is not None else self.configure()
+        handler = build_pipeline(hooks if hooks is not None else configured_hooks(), self)
+        if counter is not None:
+            self._counter = counter
         own = listener is None
         sock = self.bind() if listener is None else listener
         where = sock.getsockname()
-        log.info("serving", service=self.name, address=str(where) or self.address)
+        log.info("serving", service=self.name, address=str(where) or settings.address)
         try:
-            SecureSocketServer(settings, self, sock).serve(quit_requested)
+            SecureSocketServer(settings.server, handler, sock, counter=self._counter).serve(
+                quit_requested
+            )
         finally:
             if own:
                 sock.close()
@@ -186,74 +223,59 @@ class SecureSocketAppService(AppServiceBase):
         """Serve requests until quit is requested."""
         self.serve()
 
-    def server_settings(self) -> ServerSettings:
-        """The service's settings, read now and checked; :class:`ConfigurationError` names any
-        missing or malformed one (never echoing a secret)."""
-        name = self.name
-        if self.key is None:
-            raise ConfigurationError(f"service {name!r} has no key")
-        psk = key_bytes(self.key, owner=f"service {name!r}")
-        return ServerSettings(
-            name=name,
-            psk=psk,
-            users=self._user_table(),
-            concurrency=_positive_int(name, "concurrency", self.concurrency),
-            max_queue=_positive_int(name, "max_queue", self.max_queue, minimum=0),
-            queue_timeout=_seconds(name, "queue_timeout", self.queue_timeout, optional=True),
-            max_connections=_positive_int(name, "max_connections", self.max_connections),
-            max_frame_size=_positive_int(
-                name, "max_frame_size", self.max_frame_size, minimum=1024
-            ),
-            handshake_timeout=_seconds(name, "handshake_timeout", self.handshake_timeout),
-            idle_timeout=_seconds(name, "idle_timeout", self.idle_timeout, optional=True),
-            request_timeout=_seconds(
-                name, "request_timeout", self.request_timeout, optional=True
-            ),
-            shutdown_grace=_seconds(name, "shutdown_grace", self.shutdown_grace, minimum=0.0),
-        )
+    def configure(
+        self,
+        table: Mapping[str, Any] | None = None,
+        *,
+        source: str = "configuration",
+    ) -> SocketServiceSettings:
+        """Validate the service's settings once and keep them in :attr:`settings`.
 
-    def _user_table(self) -> dict[str, str]:
-        users: dict[str, str] = {}
-        if self.users:
-            users.update(self.users)
-        if self.username is not None or self.password is not None:
-            if not self.username or self.password is None:
-                raise ConfigurationError(
-                    f"service {self.name!r}: username and password must be set together"
-                )
-            users[self.username] = self.password
-        if not users:
-            raise ConfigurationError(
-                f"service {self.name!r} has no users: set username and password, or users"
-            )
-        for user, password in users.items():
-            if not isinstance(user, str) or not isinstance(password, str):
-                raise ConfigurationError(
-                    f"service {self.name!r}: usernames and passwords must be strings"
-                )
-        return users
+        The class's attributes (or properties), overridden by ``table`` (the service's
+        ``[services.<name>]`` table, references resolved), are read through the
+        configuration's reader: an error names ``source`` and the key, or the class and the
+        attribute the bad value came from.  The validated values are also set on the instance,
+        so a handler reading ``self.port`` sees what the service serves with.
+
+        :raises ConfigurationError: an unknown or malformed setting; nothing is changed then.
+        """
+        table = dict(table or {})
+        self._check_known(table, source=source)
+        cls = type(self)
+        origin = f"{cls.__module__}.{cls.__qualname__}"
+        values = {name: getattr(self, name) for name in SOCKET_SETTINGS}
+        values.update({k: v for k, v in table.items() if k in SOCKET_SETTINGS})
+        settings = build_socket_settings(
+            self.name,
+            values,
+            source=source,
+            prefix=f"services.{self.name}.",
+            origins={name: f"{origin}.{name}" for name in SOCKET_SETTINGS - set(table)},
+        )
+        for setting, value in table.items():
+            setattr(self, setting, value)
+        self.settings = settings
+        return settings
+
+    def apply_settings(self, settings: Mapping[str, Any]) -> None:
+        """Override settings on this instance; they are validated when it serves (or by
+        :meth:`configure`, which also applies a table)."""
+        super().apply_settings(settings)
+        self.settings = None
+
+    def server_settings(self) -> ServerSettings:
+        """The server's settings as the service's attributes say *now*, validated (a new
+        object each call; :attr:`settings` is what :meth:`configure` built once)."""
+        cls = type(self)
+        origin = f"{cls.__module__}.{cls.__qualname__}"
+        return build_socket_settings(
+            self.name,
+            {name: getattr(self, name) for name in SOCKET_SETTINGS},
+            source=origin,
+            prefix="",
+            origins={name: f"{origin}.{name}" for name in SOCKET_SETTINGS},
+        ).server
 
 
 async def _wrap_single(value: Awaitable[Any]) -> tuple[list[Any], dict[str, Any]]:
     return [await value], {}
-
-
-def _positive_int(service: str, setting: str, value: Any, *, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigurationError(
-            f"service {service!r}: {setting} must be an integer >= {minimum}, not {value!r}"
-        )
-    return value
-
-
-def _seconds(
-    service: str, setting: str, value: Any, *, optional: bool = False, minimum: float = 1e-3
-) -> Any:
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-        raise ConfigurationError(
-            f"service {service!r}: {setting} must be a number of seconds >= {minimum}"
-            f"{' or None' if optional else ''}, not {value!r}"
-        )
-    return float(value)

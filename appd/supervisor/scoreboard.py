@@ -14,7 +14,7 @@ import struct
 from enum import IntEnum
 from typing import Final
 
-__all__ = ["Scoreboard", "SlotState"]
+__all__ = ["Scoreboard", "SlotCounter", "SlotState"]
 
 _SLOT: Final = struct.Struct("=qq")
 
@@ -49,6 +49,10 @@ class Scoreboard:
         state, requests = _SLOT.unpack_from(self._map, slot * _SLOT.size)
         _SLOT.pack_into(self._map, slot * _SLOT.size, state, requests + 1)
 
+    def counter(self, slot: int) -> SlotCounter:
+        """The request counter of ``slot``, for the service process that owns it."""
+        return SlotCounter(self, slot)
+
     def read(self, slot: int) -> tuple[SlotState, int]:
         """The state and the request count of a slot."""
         state, requests = _SLOT.unpack_from(self._map, slot * _SLOT.size)
@@ -57,3 +61,23 @@ class Scoreboard:
     def close(self) -> None:
         """Unmap the memory (in the supervisor, once every process has stopped)."""
         self._map.close()
+
+
+class SlotCounter:
+    """A process's request counter, kept in its scoreboard slot: the one count that the
+    server bumps, the supervisor reads and ``appd status`` shows."""
+
+    __slots__ = ("_board", "_slot")
+
+    def __init__(self, board: Scoreboard, slot: int) -> None:
+        self._board = board
+        self._slot = slot
+
+    def count(self) -> None:
+        """One more request answered."""
+        self._board.count_request(self._slot)
+
+    @property
+    def value(self) -> int:
+        """Requests answered so far by this slot's process."""
+        return self._board.read(self._slot)[1]

@@ -32,7 +32,7 @@ from appd.runtime import quit_requested
 from appd.runtime.process import ExitInfo, reap, spawn, stop_processes
 from appd.runtime.restart import RestartTracker
 from appd.runtime.signals import install_quit_handlers
-from appd.service import AppServiceBase
+from appd.service import AppServiceBase, SecureSocketAppService
 from appd.supervisor.scoreboard import Scoreboard, SlotState
 
 __all__ = ["ProcessState", "Supervisor", "status_path_for"]
@@ -124,17 +124,15 @@ class Supervisor:
     def bind_all(self) -> None:
         """Bind every socket service's listening socket; on failure close those already bound.
 
-        Each socket service's settings are checked first, so a bad value fails here, before any
-        fork, rather than in a crash-looping child.
+        Each socket service's settings were validated once, when the configuration was applied
+        (:meth:`~appd.SecureSocketAppService.configure`), so a bad value has already failed
+        before any fork rather than in a crash-looping child.
 
         :raises AppdError: naming the service and the address (e.g. a port in use), or the
             setting that is wrong.
         """
         try:
             for service in self.services:
-                validate: Callable[[], object] | None = getattr(service, "server_settings", None)
-                if validate is not None:
-                    validate()
                 bind: Callable[[], socket.socket] | None = getattr(service, "bind", None)
                 if bind is not None:
                     self.listeners[service.name] = bind()
@@ -402,14 +400,15 @@ def _service_main(
     _set_process_title(f"appd: {worker.label}")
     board.set_state(worker.slot, SlotState.STARTING)
     hooks.appd_post_fork(service=service, worker=worker.index)
-    _route_requests_through_hooks(service, hooks, lambda: board.count_request(worker.slot))
     service.setup()
     try:
         board.set_state(worker.slot, SlotState.READY)
         hooks.appd_service_ready(service=service, worker=worker.index)
         serve: Callable[..., None] | None = getattr(service, "serve", None)
-        if serve is not None and listener is not None:
-            serve(listener)
+        if isinstance(service, SecureSocketAppService) and listener is not None:
+            service.serve(listener, hooks=hooks, counter=board.counter(worker.slot))
+        elif serve is not None and listener is not None:
+            serve(listener)  # a service of its own kind that serves a listener itself
         else:
             service.run()
     finally:
@@ -419,23 +418,6 @@ def _service_main(
         finally:
             if quit_requested():
                 hooks.appd_quit(reason="signal")
-
-
-def _route_requests_through_hooks(
-    service: AppServiceBase, hooks: Hooks, counted: Callable[[], None]
-) -> None:
-    """Send each request of a socket service through the ``appd_request`` hook, and count it."""
-    if not hasattr(service, "process_request"):
-        return
-    direct = service.process_request
-
-    def process_request(request: Any) -> Any:
-        try:
-            return hooks.appd_request(service=service, request=request, handler=direct)
-        finally:
-            counted()
-
-    service.process_request = process_request
 
 
 def _set_process_title(title: str) -> None:

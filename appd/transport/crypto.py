@@ -14,8 +14,7 @@ import hashlib
 import hmac
 import secrets
 import struct
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from Crypto.Cipher import AES
 from Crypto.Hash import SHA256
@@ -85,8 +84,7 @@ def new_nonce() -> bytes:
     return secrets.token_bytes(NONCE_BYTES)
 
 
-@dataclass(frozen=True, slots=True)
-class DirectionKeys:
+class DirectionKeys(NamedTuple):
     """The two keys protecting one direction of a session."""
 
     enc: bytes
@@ -96,8 +94,7 @@ class DirectionKeys:
         return "DirectionKeys(<secret>)"
 
 
-@dataclass(frozen=True, slots=True)
-class SessionKeys:
+class SessionKeys(NamedTuple):
     """Everything HKDF derives for one session."""
 
     client_to_server: DirectionKeys

@@ -24,6 +24,7 @@ def format_address(host: str | None, port: int | None, path: str | None) -> str:
     return f"[{host}]:{port}" if host and ":" in host else f"{host}:{port}"
 
 
+
 def bind_listener(name: str, host: str | None, port: int | None, path: str | None) -> socket.socket:
     """A socket bound and listening on ``path`` (Unix) or ``host``:``port`` (TCP).
 

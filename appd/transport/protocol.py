@@ -20,8 +20,7 @@ import hmac
 import struct
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import msgpack
 
@@ -253,8 +252,7 @@ class ClientHandshake:
         return self._session
 
 
-@dataclass(frozen=True, slots=True)
-class AuthOutcome:
+class AuthOutcome(NamedTuple):
     """What the server learns from the authentication frame."""
 
     #: The session, or None when authentication failed.
@@ -342,8 +340,7 @@ class BadRequest(ProtocolError):
 RequestBody = tuple[int, str, list[Any], dict[str, Any]]
 
 
-@dataclass(slots=True)
-class Reply:
+class Reply(NamedTuple):
     """A decoded reply: either results or an error, or the service's notice that it closes."""
 
     id: int | None

@@ -21,7 +21,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from appd.errors import ProtocolError, RequestTimeout, ServiceBusy
 from appd.logging import get_logger
@@ -36,10 +36,11 @@ from appd.transport.protocol import (
     encode_error,
     encode_reply,
 )
+from appd.transport.request import LocalCounter, Request, RequestCounter, RequestHandler
 from appd.transport.serving_loop import ServingLoop
 from appd.transport.sockopts import set_kernel_timeouts, set_nodelay
 
-__all__ = ["Request", "RequestTarget", "SecureSocketServer", "ServerSettings", "peer_name"]
+__all__ = ["SecureSocketServer", "ServerSettings", "peer_name"]
 
 log = get_logger("appd.transport")
 
@@ -49,32 +50,6 @@ ACCEPT_TICK = 0.05
 CONNECTION_TICK = 0.25
 #: Bytes asked of the kernel per receive.
 RECV_SIZE = 64 * 1024
-
-
-@dataclass(slots=True)
-class Request:
-    """One authenticated request, as handlers and plugins (``appd_request``) see it."""
-
-    #: The client's request id (unique per connection).
-    id: int
-    #: The command name (``reqcmd``).
-    cmd: str
-    args: list[Any]
-    kwargs: dict[str, Any]
-    #: The username the connection authenticated as.
-    username: str
-    #: The client's address: ``host:port``, or ``unix`` for a Unix socket.
-    peer: str
-
-
-class RequestTarget(Protocol):
-    """What the server serves: a service, in practice."""
-
-    requests_served: int
-
-    def process_request(self, request: Request) -> tuple[list[Any], dict[str, Any]]:
-        """Run the request; return ``(res_args, res_kwargs)``."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -124,10 +99,18 @@ class SecureSocketServer:
     """Serves one listening socket until ``should_stop()`` is true, then drains."""
 
     def __init__(
-        self, settings: ServerSettings, target: RequestTarget, listener: socket.socket
+        self,
+        settings: ServerSettings,
+        handler: RequestHandler,
+        listener: socket.socket,
+        *,
+        counter: RequestCounter | None = None,
     ) -> None:
+        """:param handler: called with each request; its reply (or exception) is sent back.
+        :param counter: counts each answered request (default: a :class:`LocalCounter`)."""
         self.settings = settings
-        self.target = target
+        self.handler = handler
+        self.counter: RequestCounter = LocalCounter() if counter is None else counter
         self.listener = listener
         self._pending: OrderedDict[int, _Pending] = OrderedDict()
         self._connections: set[_Connection] = set()
@@ -136,7 +119,7 @@ class SecureSocketServer:
         self._conn_ended = threading.Condition(self._conn_lock)
         self.stopping = threading.Event()
         self.limiter = Limiter(
-            settings.concurrency, settings.max_queue, settings.queue_timeout, self._count
+            settings.concurrency, settings.max_queue, settings.queue_timeout, self.counter.count
         )
         #: With one handler at a time, one thread serves every connection (see serving_loop).
         self.loop = ServingLoop() if settings.concurrency == 1 else None
@@ -153,9 +136,6 @@ class SecureSocketServer:
             conns = list(self._connections)
         for conn in conns:
             conn.expire_if_overdue(now)
-
-    def _count(self) -> None:
-        self.target.requests_served += 1
 
     # -- accept loop -------------------------------------------------------------------------
 
@@ -351,7 +331,7 @@ class _Connection:
         self.open = session.open
         self.seal_frame = session.seal_frame
         self.limiter = server.limiter
-        self.process_request = server.target.process_request
+        self.handler = server.handler
         #: Seconds a handler may run (0.0: unwatched).
         self.timeout = server.settings.request_timeout or 0.0
         self.loop = server.loop
@@ -493,7 +473,7 @@ class _Connection:
 
     def _run_handler(self, request: Request) -> bytes:
         try:
-            result = self.process_request(request)
+            result = self.handler(request)
         except RequestTimeout as exc:
             return encode_error(request.id, "timeout", "RequestTimeout", str(exc))
         except BaseException as exc:

@@ -361,3 +361,18 @@ def test_run_in_the_foreground_serves_and_stops_on_sigterm(site: Site) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_manage_py_appd_check_names_a_bad_service_setting(site: Site) -> None:
+    settings = site.root / "mysite" / "settings.py"
+    settings.write_text(
+        settings.read_text() + '\nAPPD["services"]["echo"]["concurrency"] = 0\n'
+    )
+    done = site.manage("appd", "check")
+    assert done.returncode == 1
+    output = done.stdout + done.stderr
+    assert "settings.APPD: services.echo.concurrency: expected a positive integer, got 0" in (
+        output
+    )
+    assert output.count("concurrency") == 1
+    assert "Traceback" not in output

@@ -17,6 +17,7 @@ from appd.cli import main
 from appd.cli.listing import list_plugins
 from appd.errors import DiscoveryError
 from appd.hooks import DEFAULT_PLUGINS, ESSENTIAL_PLUGINS, Hooks, get_plugin_manager, load_hooks
+from appd.hooks.pipeline import build_pipeline
 
 SPEC_NAMES = sorted(name for name in vars(hookspecs) if name.startswith("appd_"))
 
@@ -260,19 +261,27 @@ def test_list_plugins_shows_hooks_and_sources(hooks: Hooks, recorder: Recorder) 
     assert report.failures == []
 
 
-def test_a_given_handler_replaces_process_request_inside_the_wrappers(
+def test_the_pipeline_is_built_once_around_the_services_own_dispatch(
     hooks: Hooks, recorder: Recorder
 ) -> None:
     service = FakeService()
-    direct = service.process_request
-
-    def rebound(request: Any) -> Any:
-        return hooks.appd_request(service=service, request=request, handler=direct)
-
-    service.process_request = rebound  # type: ignore[method-assign]
-    assert service.process_request("poweron") == (["poweron"], {"served": True})
+    own = service.process_request
+    pipeline = build_pipeline(hooks, service)
+    assert pipeline("poweron") == (["poweron"], {"served": True})  # type: ignore[arg-type]
     assert service.seen == ["poweron"]
     assert recorder.hooks_called() == ["appd_request", "appd_request result"]
+    assert service.process_request == own  # nothing was patched onto the instance
+    assert "process_request" not in vars(service)
+
+
+def test_without_request_plugins_the_pipeline_is_the_dispatch_itself() -> None:
+    service = FakeService()
+    pipeline = build_pipeline(load_hooks(entry_points=False, environ={}), service)
+    assert pipeline == service.process_request
+    assert pipeline("x") == (["x"], {"served": True})  # type: ignore[arg-type]
+
+
+def test_one_off_calls_through_the_facade(hooks: Hooks) -> None:
     assert hooks.appd_request(service=FakeService(), request="plain") == (
         ["plain"],
         {"served": True},

@@ -37,7 +37,8 @@ SOURCE: Final = f"settings.{SETTING}"
 
 
 def settings_config() -> RawConfig | None:
-    """``settings.APPD`` as read (a deep copy: plugins may adjust it), or None when unset.
+    """``settings.APPD`` as read (a deep copy: plugins may adjust it), or None when unset (or
+    when Django has no settings to read).
 
     Sets Django up first when the settings are configured but the apps are not loaded yet.
 
@@ -47,6 +48,8 @@ def settings_config() -> RawConfig | None:
     from django.apps import apps
     from django.conf import settings
 
+    if not settings.configured and not os.environ.get("DJANGO_SETTINGS_MODULE"):
+        return None  # no Django project here: the usual files
     if not apps.ready:
         try:
             django.setup()

@@ -21,7 +21,7 @@ from typing import Any, Final, TextIO, cast
 from django.core.management.base import BaseCommand, CommandError, CommandParser, OutputWrapper
 
 from appd import cli
-from appd.cli.app import config_source
+from appd.cli.app import config_source, invocation_hooks
 from appd.cli.commands import add_commands, output_closed
 from appd.contrib.django.config import django_config_source
 from appd.errors import AppdError
@@ -102,10 +102,16 @@ class Command(BaseCommand):
         return bool(getattr(self, "_called_from_command_line", False))
 
     def _hooks(self) -> Hooks:
-        """The plugin facade (built once per command): plugins' subcommands are added too."""
+        """The command's one plugin manager (built once): builtins, the connections plugin,
+        the ``plugins`` of ``settings.APPD`` and installed entry points; plugins' subcommands
+        are added to the parser, and the subcommand uses the same manager."""
         hooks: Hooks | None = getattr(self, "_plugin_hooks", None)
         if hooks is None:
-            hooks = self._plugin_hooks = load_hooks(plugins=django_config_source().plugins)
+            source = django_config_source()
+            with config_source(source):
+                # An unreadable configuration is reported when the subcommand loads it.
+                hooks = invocation_hooks(None) or load_hooks(plugins=source.plugins)
+            self._plugin_hooks = hooks
         return hooks
 
     def execute(self, *args: Any, **options: Any) -> str | None:
@@ -135,6 +141,8 @@ class Command(BaseCommand):
         # Django hands the positional arguments named ``args`` (``call``'s) over separately.
         options = {"args": list(args), **options}
         namespace = argparse.Namespace(**options)
+        if options.get("config") is None:
+            namespace.hooks = self._hooks()
         words = self._words(options)
         source = django_config_source()
         error: AppdError | None = None
