@@ -1,9 +1,11 @@
 """appd for Django sites: add ``"appd.contrib.django"`` to ``INSTALLED_APPS``.
 
 It gives ``python manage.py appd run|start|stop|restart|status|call|list|plugins|check|keygen``
-with the project's settings loaded; ``settings.APPD`` is the configuration (the keys of
-``appd.toml``); ``<app>/services.py`` of every installed app is discovered; Django's database
-connections are closed before each fork and in each new process.  Views and serializers call
+(a Django management command: standard options, ``call_command`` output, ``run --reload`` for
+development) with the project's settings loaded; ``settings.APPD`` is the configuration (the
+keys of ``appd.toml``); ``<app>/services.py`` of every installed app is discovered; system
+checks tagged ``appd`` (``appd.E001`` ...) report what is wrong; Django's database connections
+are closed before each fork and in each new process.  Views and serializers call
 services through :func:`service_client` (or the ``clients`` accessor: ``clients["power"]``),
 built from ``settings.APPD`` alone when it gives the service's address and credentials; no
 connection opens until the first request.
