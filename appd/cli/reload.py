@@ -4,7 +4,10 @@ The command runs the supervisor as a child process (the same command line withou
 ``--reload``) and watches the project's Python files with ``watchfiles`` (what uvicorn uses).
 When a file changes, after a short debounce, it asks the supervisor to reload, with SIGHUP:
 the supervisor's own reload replaces the service processes, so whatever it guarantees
-(requests in flight finish, fresh code) holds in development too.  A supervisor that has
+(requests in flight finish, fresh code) holds in development too.  A change to a module the
+supervisor itself imported before any service (Django's settings, a plugin: what this process
+imported too, as it read the configuration) cannot be reloaded that way: the supervisor is
+then stopped (SIGTERM: requests in flight finish) and started again.  A supervisor that has
 exited (a syntax error in ``services.py`` stopped it, say) is started again on the next
 change.  SIGTERM and SIGINT stop the supervisor and then the watcher.
 
@@ -64,6 +67,16 @@ def watch_roots(paths: Iterable[Path]) -> list[Path]:
         if not any(path.is_relative_to(root) for root in roots):
             roots.append(path)
     return roots
+
+
+def _imported_files() -> set[str]:
+    """The source files of the modules this process has imported (never any service's)."""
+    files = set()
+    for module in list(sys.modules.values()):
+        path = getattr(module, "__file__", None)
+        if path:
+            files.add(str(Path(path).resolve()))
+    return files
 
 
 class Reloader:
@@ -142,6 +155,12 @@ class Reloader:
     def _reload(self, paths: list[str]) -> None:
         if self.child is None:
             _log.info("files changed: starting the supervisor", files=paths)
+            self._start()
+            return
+        loaded = sorted(set(paths) & _imported_files())
+        if loaded:
+            _log.info("supervisor's own modules changed: restarting", files=loaded)
+            self._stop_child()
             self._start()
             return
         _log.info("files changed: reloading", files=paths, pid=self.child.pid)

@@ -153,3 +153,33 @@ def test_reload_is_never_on_by_default(project: DjangoProject, tmp_path: Path) -
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def test_editing_the_settings_restarts_the_supervisor_with_them(
+    project: DjangoProject, tmp_path: Path
+) -> None:
+    from support import free_port
+
+    log = (tmp_path / "run.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "appd", "run", "--reload"],
+        cwd=project.root, env=project.env, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: all_ready(project.status()) or proc.poll() is not None, timeout=30,
+                 message="appd run --reload to be ready")
+        assert proc.poll() is None, (tmp_path / "run.log").read_text()
+        old_port, project.port = project.port, free_port()
+        project.add_settings(f'\nAPPD["services"]["device"]["port"] = {project.port}\n')
+        wait_for(lambda: answer(project, "ping") == "pong", timeout=15,
+                 message="the service to answer on the port the edited settings give")
+        project.port = old_port
+        assert answer(project, "ping") is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        log.close()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
