@@ -39,7 +39,9 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
-    """appd side by side with raw sockets and peer libraries; prints ratios to raw TCP."""
-    session.install(".[bench]")
+    """appd side by side with raw sockets and peer libraries (ratios to raw TCP), then what a
+    capacity costs: acquire+release on both backends, the power demo on one and two instances."""
+    session.install(".[bench]", "./examples/power")
     session.run("python", "bench/run.py", *session.posargs)
     session.run("python", "bench/imports.py")
+    session.run("python", "bench/capacity.py", *[a for a in session.posargs if a == "--quick"])

@@ -9,9 +9,11 @@ appd reads one configuration, the first of:
 5. nothing: every default (Django sites pass ``settings.APPD`` instead).
 
 Global settings sit at the top level; ``[services.<name>]`` tables override the service class's
-own attributes for that service.  Any string value in a service table may be a reference:
-``env:NAME`` (the environment variable ``NAME``) or ``file:PATH`` (the file's contents, stripped
-of surrounding whitespace), so keys and passwords need not be written in the file.  Every
+own attributes for that service; ``[capacities.<name>]`` tables declare named capacities (at
+most ``limit`` holders of a resource across processes and hosts).  Any string value in a
+service table, and a capacity's ``backend``, may be a reference: ``env:NAME`` (the environment
+variable ``NAME``) or ``file:PATH`` (the file's contents, stripped of surrounding whitespace),
+so keys and passwords need not be written in the file.  Every
 setting is described in ``docs/configuration.md``.
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import os
 import stat
 import tomllib
+import urllib.parse
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +35,7 @@ from appd.runtime.restart import RestartPolicy
 __all__ = [
     "CONFIG_ENV_VAR",
     "AppdConfig",
+    "CapacityConfig",
     "ServiceConfig",
     "RawConfig",
     "SettingsReader",
@@ -40,6 +44,7 @@ __all__ = [
     "load_config",
     "parse_config",
     "read_config",
+    "redact_url",
     "resolve_secret",
 ]
 
@@ -63,6 +68,9 @@ SUPERVISOR_SETTINGS: Final = frozenset(
         "stop_grace",
     }
 )
+
+#: URL schemes a capacity's ``backend`` may use besides ``"local"`` (all served by redis-py).
+REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
 
 _LOG_FORMATS: Final = ("auto", "json", "console")
 _LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
@@ -92,6 +100,39 @@ class ServiceConfig:
 
 
 @dataclass(frozen=True)
+class CapacityConfig:
+    """A named capacity: at most ``limit`` holders at once, wherever they run.
+
+    :ivar name: the capacity's name (its ``[capacities.<name>]`` table).
+    :ivar limit: holders allowed at once.
+    :ivar backend: ``"local"`` (slot files in :attr:`directory`, one host) or a Redis URL
+        (``redis://``, ``rediss://``, ``unix://``), references already resolved.  It may hold a
+        password, so it is left out of the repr: show :attr:`backend_label` instead.
+    :ivar lease_ttl: seconds a lease lives unless renewed (renewal runs every third of it).
+    :ivar acquire_timeout: seconds ``acquire()`` waits by default before ``CapacityTimeout``.
+    :ivar directory: where the local backend keeps its slot files (every process using the
+        same directory shares the limit); by default ``capacities`` inside ``run_dir``.
+    """
+
+    name: str
+    limit: int
+    backend: str = field(default="local", repr=False)
+    lease_ttl: float = 10.0
+    acquire_timeout: float = 5.0
+    directory: Path = Path("capacities")
+
+    @property
+    def is_local(self) -> bool:
+        """True for the local (slot file) backend."""
+        return self.backend == "local"
+
+    @property
+    def backend_label(self) -> str:
+        """The backend as it may be shown in logs and status: a URL without its password."""
+        return "local" if self.is_local else redact_url(self.backend)
+
+
+@dataclass(frozen=True)
 class AppdConfig:
     """The whole configuration, validated, with paths made absolute.
 
@@ -108,6 +149,7 @@ class AppdConfig:
     :ivar shutdown_grace: seconds in-flight requests get to finish on stop before SIGKILL.
     :ivar services: per-service tables by name.
     :ivar plugins: modules (or ``module:attribute``) registered as plugins besides entry points.
+    :ivar capacities: named capacities by name (``[capacities.<name>]`` tables).
     :ivar extra: top-level settings added by ``appd_configure`` plugins, for their own use.
     """
 
@@ -123,6 +165,7 @@ class AppdConfig:
     shutdown_grace: float = 10.0
     services: Mapping[str, ServiceConfig] = field(default_factory=dict)
     plugins: tuple[str, ...] = ()
+    capacities: Mapping[str, CapacityConfig] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def service(self, name: str) -> ServiceConfig:
@@ -149,6 +192,21 @@ def resolve_secret(value: str, *, where: str) -> str:
                 f"{where}: cannot read {str(path)!r}: {exc.strerror}"
             ) from None
     return value
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, safe for logs, errors and status."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<unparsable URL>"
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    # A lone user part may be a password written the short way: hidden too.
+    user = f"{parts.username}:" if password is not None and parts.username else ""
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}***@{host}"))
 
 
 def find_config_file(explicit: str | os.PathLike[str] | None = None) -> tuple[Path, str] | None:
@@ -403,6 +461,7 @@ _GLOBAL_KEYS: Final = frozenset(
         "shutdown_grace",
         "services",
         "plugins",
+        "capacities",
     }
 )
 
@@ -450,6 +509,15 @@ def parse_config(
         name: _parse_service(name, table, source=label, secrets=secrets)
         for name, table in services_table.items()
     }
+    capacities_table = data.get("capacities", {})
+    if not isinstance(capacities_table, Mapping):
+        raise top.fail(
+            "capacities", f"expected a table of capacity tables, got {_shown(capacities_table)}"
+        )
+    capacities = {
+        name: _parse_capacity(name, table, source=label, run_dir=run_dir)
+        for name, table in capacities_table.items()
+    }
     paths = top.strings("paths") or ()
     return AppdConfig(
         source=source,
@@ -464,6 +532,7 @@ def parse_config(
         shutdown_grace=top.number("shutdown_grace", 10.0),
         services=services,
         plugins=top.strings("plugins") or (),
+        capacities=capacities,
         extra={key: data[key] for key in extra_keys},
     )
 
@@ -490,6 +559,51 @@ def _parse_service(name: str, table: Any, *, source: str, secrets: bool) -> Serv
         restart=_parse_restart(reader),
         stop_grace=None if stop_grace is None else reader.number("stop_grace", 0.0),
         settings=settings,
+    )
+
+
+_CAPACITY_KEYS: Final = ("limit", "backend", "lease_ttl", "acquire_timeout", "directory")
+#: Capacity names become file and key names: keep them to a safe alphabet.
+_CAPACITY_NAME_CHARS: Final = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-."
+)
+
+
+def _parse_capacity(name: str, table: Any, *, source: str, run_dir: Path) -> CapacityConfig:
+    prefix = f"capacities.{name}."
+    if not name or not set(name) <= _CAPACITY_NAME_CHARS or name.startswith("."):
+        raise ConfigurationError(
+            f"{source}: capacities.{name}: a capacity name may hold only letters, digits, "
+            "'_', '-' and '.' (not first)"
+        )
+    if not isinstance(table, Mapping):
+        raise ConfigurationError(
+            f"{source}: capacities.{name}: expected a table of settings, got {_shown(table)}"
+        )
+    reader = SettingsReader(table, source=source, prefix=prefix)
+    unknown = sorted(set(table) - set(_CAPACITY_KEYS))
+    if unknown:
+        raise reader.fail(unknown[0], f"unknown setting (known: {', '.join(_CAPACITY_KEYS)})")
+    if "limit" not in table:
+        raise reader.fail("limit", "missing: how many holders the capacity allows at once")
+    backend = resolve_secret(reader.string("backend", "local"), where=reader.where("backend"))
+    if backend != "local":
+        scheme = backend.partition(":")[0].lower()
+        if scheme not in REDIS_SCHEMES or "://" not in backend:
+            # The value may be a secret (a URL with a password, an env: reference): never shown.
+            raise reader.fail(
+                "backend", 'expected "local" or a redis://, rediss:// or unix:// URL'
+            )
+    lease_ttl = reader.number("lease_ttl", 10.0)
+    if lease_ttl < 0.1:
+        raise reader.fail("lease_ttl", f"must be at least 0.1 seconds, got {lease_ttl:g}")
+    return CapacityConfig(
+        name=name,
+        limit=reader.integer("limit", 1, minimum=1),
+        backend=backend,
+        lease_ttl=lease_ttl,
+        acquire_timeout=reader.number("acquire_timeout", 5.0),
+        directory=(run_dir / reader.string("directory", "capacities")).resolve(),
     )
 
 

@@ -12,6 +12,9 @@ Every message names what happened and where; none ever contains a key or a passw
     ├── EntryLoadError          a "module:function" entry could not be imported or is not callable
     ├── PidFileLocked           a live process holds the pid file's lock (carries its ``pid``)
     ├── UnknownCommand          a request named a command the service does not have
+    ├── CapacityError           a named capacity could not grant a lease
+    │   ├── CapacityTimeout         every slot stayed taken until the acquire timeout
+    │   └── CapacityUnavailable     the capacity's backend (Redis, the slot directory) failed
     └── TransportError          talking to a service over its socket failed
         ├── ConnectFailed           no connection: refused, unreachable or connect timed out
         ├── ConnectionLost          the connection broke while a request was in flight
@@ -20,6 +23,8 @@ Every message names what happened and where; none ever contains a key or a passw
         ├── RequestTimeout          no reply within the deadline
         ├── ServiceBusy             the service's connection or queue limits turned us away
         └── RemoteError             the handler raised; carries the remote type and message
+            ├── RemoteCapacityTimeout       ... a CapacityTimeout (also one itself)
+            └── RemoteCapacityUnavailable   ... a CapacityUnavailable (also one itself)
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ __all__ = [
     "AddressInUse",
     "AppdError",
     "AuthenticationFailed",
+    "CapacityError",
+    "CapacityTimeout",
+    "CapacityUnavailable",
     "ConfigurationError",
     "ConnectFailed",
     "ConnectionLost",
@@ -36,11 +44,14 @@ __all__ = [
     "EntryLoadError",
     "PidFileLocked",
     "ProtocolError",
+    "RemoteCapacityTimeout",
+    "RemoteCapacityUnavailable",
     "RemoteError",
     "RequestTimeout",
     "ServiceBusy",
     "TransportError",
     "UnknownCommand",
+    "remote_error",
 ]
 
 
@@ -96,8 +107,23 @@ class PidFileLocked(AppdError):
         self.pid = pid
         holder = f"process {pid}" if pid is not None else "another process"
         super().__init__(f"pid file {path!r} is locked by {holder}, which is still running")
+
+
 class UnknownCommand(AppdError):
     """The default ``handle_request`` found no ``@command`` method of the requested name."""
+
+
+class CapacityError(AppdError):
+    """A named capacity could not grant a lease; nothing was granted."""
+
+
+class CapacityTimeout(CapacityError):
+    """Every slot of the capacity stayed taken until the acquire timeout ran out."""
+
+
+class CapacityUnavailable(CapacityError):
+    """The capacity's backend could not be reached or failed (Redis down, slot directory
+    unusable), so appd cannot know how many holders there are and grants nothing."""
 
 
 class TransportError(AppdError):
@@ -154,3 +180,27 @@ class RemoteError(TransportError):
 
     def __reduce__(self) -> tuple[type[RemoteError], tuple[str, str]]:
         return (type(self), (self.remote_type, self.remote_message))
+
+
+class RemoteCapacityTimeout(RemoteError, CapacityTimeout):
+    """The service's handler raised :class:`CapacityTimeout`: the client sees it as that
+    (``except CapacityTimeout``) and as the :class:`RemoteError` it also is."""
+
+
+class RemoteCapacityUnavailable(RemoteError, CapacityUnavailable):
+    """The service's handler raised :class:`CapacityUnavailable`: the client sees it as that
+    and as the :class:`RemoteError` it also is."""
+
+
+#: Remote error types a client raises as their own class rather than a plain RemoteError.
+_REMOTE_TYPES: dict[str, type[RemoteError]] = {
+    "CapacityTimeout": RemoteCapacityTimeout,
+    "CapacityUnavailable": RemoteCapacityUnavailable,
+}
+
+
+def remote_error(remote_type: str, remote_message: str, *, context: str = "") -> RemoteError:
+    """The exception a client raises for a handler's error: a :class:`RemoteError`, of the
+    subclass that also is the original appd error when there is one (capacity errors)."""
+    cls = _REMOTE_TYPES.get(remote_type, RemoteError)
+    return cls(remote_type, remote_message, context=context)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from appd.capacity import Capacities, open_backend
 from appd.config import AppdConfig, RawConfig, finish_config, read_config
 from appd.discovery import DiscoveredService, discover_services
 from appd.errors import AppdError, ConfigurationError
@@ -26,6 +27,7 @@ from appd.service import AppServiceBase
 __all__ = [
     "FRAMEWORK_SOURCES",
     "ConfigSource",
+    "capacity_status",
     "check",
     "client_for",
     "config_source",
@@ -196,11 +198,13 @@ def prepare_services(
     """Instantiate the services to run, each with its settings applied and validated once."""
     check_service_tables(config, found)
     services = []
+    capacities = Capacities(config.capacities)  # opened lazily, in the process that uses one
     for item in found:
         if only_enabled and not _enabled(config, item.name):
             continue
         service = item.cls()
         configure_service(service, config)
+        service.capacities = capacities
         services.append(service)
     return services
 
@@ -436,4 +440,37 @@ def check(config_path: str | None, *, hooks: Hooks | None = None) -> tuple[list[
             if service.path:
                 Path(service.path).unlink(missing_ok=True)
             notes.append(f"service {service.name}: address free")
+    for name, capacity in sorted(config.capacities.items()):
+        try:
+            backend = open_backend(capacity)
+            try:
+                backend.check()
+            finally:
+                backend.close()
+        except AppdError as exc:
+            problems.append(str(exc))
+        else:
+            what = "slot directory usable" if capacity.is_local else "Redis answers"
+            notes.append(f"capacity {name}: {backend.label}: {what}")
     return problems, notes
+
+
+def capacity_status(config: AppdConfig) -> dict[str, dict[str, Any]]:
+    """Each configured capacity as its backend reports it now (``appd status``): ``limit``,
+    ``backend``, ``holders`` (each ``holder``, ``token``, ``expires_in``) and ``waiters``; with
+    ``error`` (and null holders and waiters) when the backend cannot be asked."""
+    result: dict[str, dict[str, Any]] = {}
+    for name, capacity in sorted(config.capacities.items()):
+        entry: dict[str, Any] = {"limit": capacity.limit, "backend": capacity.backend_label}
+        try:
+            backend = open_backend(capacity)
+            try:
+                status = backend.status().as_dict()
+            finally:
+                backend.close()
+        except AppdError as exc:
+            entry.update(holders=None, waiters=None, error=str(exc))
+        else:
+            entry.update(holders=status["holders"], waiters=status["waiters"])
+        result[name] = entry
+    return result

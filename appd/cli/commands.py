@@ -266,6 +266,7 @@ def _wait_until(condition: Callable[[], bool], timeout: float) -> bool:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from appd.cli.app import capacity_status
     from appd.runtime.pidfile import read_live_pid
     from appd.supervisor import status_path_for
 
@@ -282,6 +283,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError):
         status = {"state": "starting", "services": {}}
     status["pid"] = pid
+    status["capacities"] = capacity_status(config)
     if args.json:
         print(json.dumps(status, indent=2, sort_keys=True))
         return EXIT_OK
@@ -297,7 +299,27 @@ def cmd_status(args: argparse.Namespace) -> int:
                 f"    [{proc['worker']}] {proc['state']:<8} pid={proc['pid']}"
                 f"  uptime={uptime}  restarts={proc['restarts']}  requests={proc['requests']}"
             )
+    _print_capacities(status["capacities"])
     return EXIT_OK
+
+
+def _print_capacities(capacities: dict[str, dict[str, Any]]) -> None:
+    """``capacity pdu: holders=2 limit=5 waiters=1  backend=...`` and a line per holder."""
+    for name, capacity in capacities.items():
+        if capacity.get("error"):
+            print(
+                f"  capacity {name}: limit={capacity['limit']}  backend={capacity['backend']}"
+                f"  unavailable: {capacity['error']}"
+            )
+            continue
+        print(
+            f"  capacity {name}: holders={len(capacity['holders'])} limit={capacity['limit']}"
+            f" waiters={capacity['waiters']}  backend={capacity['backend']}"
+        )
+        for holder in capacity["holders"]:
+            expires = holder["expires_in"]
+            lasts = "-" if expires is None else f"{expires:.1f}s"
+            print(f"    {holder['holder']}  token={holder['token']}  expires_in={lasts}")
 
 
 # -- call ---------------------------------------------------------------------------------------

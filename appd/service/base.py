@@ -5,10 +5,13 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from appd.errors import ConfigurationError
 from appd.runtime import quit_requested, sleep
+
+if TYPE_CHECKING:
+    from appd.capacity import Capacities, Capacity
 
 __all__ = ["AppServiceBase", "is_service_class", "service_name_for"]
 
@@ -49,6 +52,10 @@ class AppServiceBase:
     #: Names of the settings configuration may override (see :meth:`apply_settings`).
     #: Subclasses extend it: ``setting_names = Base.setting_names | {"mine"}``.
     setting_names: ClassVar[frozenset[str]] = frozenset()
+
+    #: The configured capacities (``[capacities.<name>]``), given by appd before :meth:`setup`;
+    #: None when the service runs without a configuration.
+    capacities: Capacities | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -99,6 +106,27 @@ class AppServiceBase:
                 f"{where}service {self.name!r} has no setting {', '.join(map(repr, unknown))} "
                 f"(known settings: {known})"
             )
+
+    def capacity(self, name: str) -> Capacity:
+        """The configured capacity ``name``: at most its ``limit`` holders at once, across every
+        process and host that shares its backend::
+
+            with self.capacity("pdu").acquire(timeout=2.0) as lease:
+                ...  # lease.token is the fencing token; lease.lost turns true if it was lost
+
+        (``async with`` in async handlers).  :class:`~appd.errors.ConfigurationError` when no
+        ``[capacities.<name>]`` table is configured.
+        """
+        if self.capacities is None:
+            raise ConfigurationError(
+                f"service {self.name!r}: no capacity {name!r} is configured (add a "
+                f"[capacities.{name}] table)"
+            )
+        return self.capacities.get(name)
+
+    def has_capacity(self, name: str) -> bool:
+        """True when capacity ``name`` is configured (so :meth:`capacity` returns it)."""
+        return self.capacities is not None and name in self.capacities
 
     def setup(self) -> None:
         """Prepare the service in its own process, after fork and before :meth:`run`."""

@@ -25,9 +25,9 @@ from appd.errors import (
     ConnectFailed,
     ConnectionLost,
     ProtocolError,
-    RemoteError,
     RequestTimeout,
     ServiceBusy,
+    remote_error,
 )
 from appd.transport.crypto import key_bytes
 from appd.transport.listen import format_address
@@ -169,7 +169,7 @@ class ClientBase:
             raise ServiceBusy(f"{self.address}: {reply.error_message}")
         if reply.error_code == "timeout":
             raise RequestTimeout(f"{self.address}: {reply.error_message}")
-        raise RemoteError(
+        raise remote_error(
             reply.error_type,
             reply.error_message,
             context=f"request {reqcmd!r} to {self.address}",

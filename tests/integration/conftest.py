@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis_server import redis_server  # noqa: F401  (a fixture for the capacity tests)
 from support import pid_alive, wait_for
 
 from appd import SecureSocketAppClient

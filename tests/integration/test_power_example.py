@@ -9,40 +9,31 @@ from __future__ import annotations
 
 import importlib
 import json
-import shutil
 import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
-from support import build_wheel, installed_wheel, wait_for
+from power_support import DIST, EXAMPLE, PACKAGE, power_example_installed
+from support import wait_for
 
 from appd import discover_services
 from appd.config import load_config
 from appd.errors import RemoteError
 from appd.runtime.process import spawn, stop_processes
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "power"
-DIST = "appd-power-plugin"
-PACKAGE = "appd_power"
-
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module", autouse=True)
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Build the example's wheel (from a copy: the checkout stays clean) and install it for
-    this module's tests; uninstall it afterwards."""
-    source = tmp_path_factory.mktemp("power-source") / "power"
-    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
-    wheel = build_wheel(source, tmp_path_factory.mktemp("power-wheel"))
-    with installed_wheel(wheel, DIST, PACKAGE):
+    """The example installed for this module's tests, uninstalled afterwards."""
+    with power_example_installed(tmp_path_factory):
         yield
 
 

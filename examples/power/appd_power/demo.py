@@ -13,7 +13,9 @@ It exits 0 when there were no errors and the peak stayed within ``--limit``, 1 o
 Where the service comes from: ``--no-spawn`` uses the one at ``--host``/``--port`` (say, started
 with ``appd run`` and the example's appd.toml); ``--spawn`` starts a PDU and a power service in
 child processes on free ports and stops them at the end; by default the demo uses the running
-service when one answers at ``--host``/``--port`` and spawns its own otherwise.
+service when one answers at ``--host``/``--port`` and spawns its own otherwise.  ``--also
+HOST:PORT`` (repeatable) spreads the clients evenly over more running power services: other
+appd instances sharing the one PDU through a ``[capacities.pdu]`` capacity.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from appd.runtime.process import spawn, stop_processes
 from appd_power.pdu import MAX_CONNECTIONS, PduService
 from appd_power.services import HOST, PORT, PowerClient, PowerService
 
-__all__ = ["Report", "main", "run_demo"]
+__all__ = ["ClientResult", "Report", "drive", "main", "run_demo"]
 
 #: What each client process asks, in turn.
 COMMANDS = ("poweron", "status", "poweroff", "cycle")
@@ -130,12 +132,27 @@ def _percentile_ms(sorted_seconds: Sequence[float], fraction: float) -> float:
     return sorted_seconds[index] * 1000
 
 
-def drive(host: str, port: int, clients: int, requests: int) -> tuple[list[float], int, list[str]]:
-    """Run the client processes against ``host:port``; latencies, error count, messages."""
+@dataclass
+class ClientResult:
+    """What one client process measured."""
+
+    #: The power service it called, ``host:port``.
+    address: str
+    latencies: list[float]
+    errors: int
+    messages: list[str]
+
+
+def drive(
+    addresses: Sequence[tuple[str, int]], clients: int, requests: int
+) -> list[ClientResult]:
+    """Run the client processes, spread evenly over the power services at ``addresses``
+    (client ``i`` calls ``addresses[i % len(addresses)]``); each client's result."""
     go_read, go_write = os.pipe()
-    children: list[tuple[int, int]] = []
+    children: list[tuple[int, int, str]] = []
     try:
         for index in range(clients):
+            host, port = addresses[index % len(addresses)]
             result_read, result_write = os.pipe()
             pid = spawn(
                 _client_process(host, port, index, requests, go_read, result_write),
@@ -143,26 +160,24 @@ def drive(host: str, port: int, clients: int, requests: int) -> tuple[list[float
                 keep_fds=(go_read, result_write),
             )
             os.close(result_write)
-            children.append((pid, result_read))
+            children.append((pid, result_read, f"{host}:{port}"))
     finally:
         os.close(go_read)
         os.close(go_write)  # the start signal: every child's read returns
-    latencies: list[float] = []
-    errors = 0
-    messages: list[str] = []
-    for pid, result_read in children:
-        with os.fdopen(result_read) as results:
-            text = results.read()
+    results: list[ClientResult] = []
+    for pid, result_read, address in children:
+        with os.fdopen(result_read) as output:
+            text = output.read()
         _pid, status = os.waitpid(pid, 0)
         if not text:
-            errors += requests
-            messages.append(f"client process {pid} died (wait status {status})")
+            message = f"client process {pid} died (wait status {status})"
+            results.append(ClientResult(address, [], requests, [message]))
             continue
         result: dict[str, Any] = json.loads(text)
-        latencies += result["latencies"]
-        errors += result["errors"]
-        messages += result["messages"]
-    return latencies, errors, messages
+        results.append(
+            ClientResult(address, result["latencies"], result["errors"], result["messages"])
+        )
+    return results
 
 
 def _spawn_services(stderr_filename: str) -> tuple[list[int], str, int]:
@@ -221,8 +236,12 @@ def run_demo(
     spawn_mode: str = "auto",
     limit: int = MAX_CONNECTIONS,
     service_log: str = os.devnull,
+    also: Sequence[tuple[str, int]] = (),
 ) -> Report:
     """Run the demo and return its :class:`Report`.
+
+    :param also: more power services (``(host, port)``, other appd instances sharing the same
+        PDU through a capacity) that the clients are spread over, besides ``host:port``.
 
     :param spawn_mode: ``"always"`` starts a PDU and a power service for the run, ``"never"``
         uses the one at ``host:port``, ``"auto"`` uses it when it answers and spawns otherwise.
@@ -248,7 +267,7 @@ def run_demo(
         try:
             client.pdu_peak(reset=True)
             started = time.perf_counter()
-            latencies, errors, messages = drive(host, port, clients, requests)
+            results = drive([(host, port), *also], clients, requests)
             elapsed = time.perf_counter() - started
             peak = client.pdu_peak()
         finally:
@@ -256,7 +275,9 @@ def run_demo(
     finally:
         if pids:
             stop_processes(pids, grace=10)
-    latencies.sort()
+    latencies = sorted(t for result in results for t in result.latencies)
+    errors = sum(result.errors for result in results)
+    messages = [message for result in results for message in result.messages]
     return Report(
         clients=clients,
         requests=clients * requests,
@@ -267,10 +288,17 @@ def run_demo(
         p99_ms=_percentile_ms(latencies, 0.99),
         pdu_peak=peak,
         pdu_limit=limit,
-        address=f"{host}:{port}",
+        address=", ".join(f"{h}:{p}" for h, p in [(host, port), *also]),
         spawned=spawned,
         error_messages=messages[:5],
     )
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host, int(port)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -291,13 +319,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                              f"({MAX_CONNECTIONS})")
     parser.add_argument("--service-log", default=os.devnull,
                         help="file the spawned services log to (none by default)")
+    parser.add_argument("--also", action="append", default=[], metavar="HOST:PORT",
+                        type=_address,
+                        help="another power service sharing the PDU (another appd instance); "
+                             "clients are spread evenly over all of them (repeatable)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
     try:
         report = run_demo(
             clients=args.clients, requests=args.requests, host=args.host, port=args.port,
             spawn_mode=args.spawn_mode or "auto", limit=args.limit,
-            service_log=args.service_log,
+            service_log=args.service_log, also=args.also,
         )
     except Exception as exc:
         print(f"power demo failed: {exc}", file=sys.stderr)

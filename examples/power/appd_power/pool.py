@@ -6,6 +6,12 @@ never at import).  A thread that finds every connection in use waits for one to 
 at most ``acquire_timeout`` seconds.  A connection the device closed (idle timeout, device
 restart) is noticed, dropped and replaced by a fresh one; the device's commands are idempotent,
 so a command cut off by a broken connection is sent once more on a fresh one.
+
+With a *capacity* (``[capacities.pdu]`` in the configuration) the limit holds across every
+process and host: each session is opened under a lease of that capacity and closed, lease
+released, as soon as its request is done, so that no idle session keeps a slot another process
+is waiting for.  The session is closed politely (the device has counted it out before the lease
+goes back), and a lease found lost closes its session at once.
 """
 
 from __future__ import annotations
@@ -15,9 +21,12 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from appd_power.errors import PduBusy, PduError, PduUnavailable, PoolTimeout
+
+if TYPE_CHECKING:
+    from appd.capacity import Capacity, Lease
 
 __all__ = ["PduConnection", "PduPool"]
 
@@ -33,6 +42,19 @@ class PduConnection:
         self.sock = sock
         self.address = address
         self._reader = sock.makefile("rb")
+        #: The capacity lease this session was opened under (None: no capacity).
+        self.lease: Lease | None = None
+
+    def hold(self, lease: Lease) -> None:
+        """Tie the session to ``lease``: it is cut off if the lease is lost, and the lease is
+        released when the session closes."""
+        self.lease = lease
+        lease.on_lost(lambda _lease: self.abort())
+
+    def abort(self) -> None:
+        """Cut the session off now (a request in flight fails with PduUnavailable)."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
 
     @classmethod
     def open(cls, host: str, port: int, *, timeout: float = 5.0) -> PduConnection:
@@ -95,11 +117,21 @@ class PduConnection:
         return True
 
     def close(self) -> None:
-        """Close the session (the device counts it out)."""
+        """Close the session (the device counts it out).  Under a lease, first wait until the
+        device has closed its side, so the device has counted the session out before the
+        lease goes back and another holder connects."""
+        lease, self.lease = self.lease, None
+        if lease is not None:
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_WR)
+                while self.sock.recv(4096):
+                    pass
         with contextlib.suppress(OSError):
             self._reader.close()
         with contextlib.suppress(OSError):
             self.sock.close()
+        if lease is not None:
+            lease.release()
 
 
 class PduPool:
@@ -107,6 +139,8 @@ class PduPool:
 
     :param acquire_timeout: seconds to wait for a free connection (:class:`PoolTimeout` after).
     :param io_timeout: seconds to connect, and to wait for each reply.
+    :param capacity: a capacity whose lease each session is opened under (None: the pool's
+        ``size`` is the only bound, per process).
     """
 
     def __init__(
@@ -117,6 +151,7 @@ class PduPool:
         *,
         acquire_timeout: float = 10.0,
         io_timeout: float = 5.0,
+        capacity: Capacity | None = None,
     ) -> None:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ValueError(f"the pool size must be an integer >= 1, not {size!r}")
@@ -125,6 +160,7 @@ class PduPool:
         self.size = size
         self.acquire_timeout = float(acquire_timeout)
         self.io_timeout = float(io_timeout)
+        self.capacity = capacity
         self._idle: list[PduConnection] = []
         self._open = 0  # idle + in use + being opened
         self._cond = threading.Condition()
@@ -197,15 +233,25 @@ class PduPool:
                     return conn
                 self._release(conn, broken=True)
                 continue
+            lease = None
             try:
-                return PduConnection.open(self.host, self.port, timeout=self.io_timeout)
-            except PduUnavailable as exc:
+                if self.capacity is not None:
+                    wait = min(self.capacity.acquire_timeout, deadline - time.monotonic())
+                    lease = self.capacity.acquire_lease(timeout=max(0.0, wait))
+                conn = PduConnection.open(self.host, self.port, timeout=self.io_timeout)
+            except BaseException as exc:
+                if lease is not None:
+                    lease.release()
                 with self._cond:
                     self._open -= 1
                     self._cond.notify()
                 if not isinstance(exc, PduBusy) or time.monotonic() + BUSY_RETRY_SECONDS > deadline:
                     raise
                 time.sleep(BUSY_RETRY_SECONDS)
+                continue
+            if lease is not None:
+                conn.hold(lease)
+            return conn
 
     def _take_or_reserve(self, deadline: float) -> PduConnection | None:
         """Under the lock: an idle connection, or None having reserved a slot to open one."""
@@ -226,11 +272,20 @@ class PduPool:
             self._cond.wait(remaining)
 
     def _release(self, conn: PduConnection, *, broken: bool) -> None:
+        if broken or conn.lease is not None:
+            # Closed before it stops counting: a session under a lease is never kept idle, so
+            # its slot goes back to every process waiting for one.
+            conn.close()
+            with self._cond:
+                self._open -= 1
+                self._cond.notify()
+            return
         with self._cond:
-            if broken or self._closed:
+            closed = self._closed
+            if closed:
                 self._open -= 1
             else:
                 self._idle.append(conn)
             self._cond.notify()
-        if broken or self._closed:
+        if closed:
             conn.close()

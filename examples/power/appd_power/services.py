@@ -1,9 +1,11 @@
 """The power service and its client, in the seed's style.
 
 ``PowerService`` (``power``) switches the PDU's outlets for any number of clients, through a
-pool of at most 5 PDU connections opened after fork; ``PowerClient`` calls it; ``powerclient``
-is a module-level client that connects only on its first request, so importing this module
-from a web worker (a view, a serializer) opens nothing.
+pool of at most 5 PDU connections opened after fork (each under a lease of the ``pdu``
+capacity when one is configured, so the limit holds across processes and hosts);
+``PowerClient`` calls it; ``powerclient`` is a module-level client that connects only on its
+first request, so importing this module from a web worker (a view, a serializer) opens
+nothing.
 
 The key, username and password below are demonstration values: override them in configuration
 (``key = "env:APPD_POWER_KEY"``; ``appd keygen`` makes a key) for anything but the demo.
@@ -44,7 +46,7 @@ class PowerService(SecureSocketAppService):
     """
 
     setting_names = SecureSocketAppService.setting_names | {
-        "pdu_host", "pdu_port", "pool_size", "pool_timeout", "cycle_delay",
+        "pdu_host", "pdu_port", "pool_size", "pool_timeout", "cycle_delay", "pdu_capacity",
     }
 
     host = HOST
@@ -64,15 +66,26 @@ class PowerService(SecureSocketAppService):
     pool_timeout: float = 10.0
     #: Seconds an outlet stays off during ``cycle``.
     cycle_delay: float = 0.0
+    #: The capacity each PDU session is opened under, when configured (``[capacities.pdu]``):
+    #: it keeps the PDU at its limit across processes and hosts.  Without it the pool bounds
+    #: one process only.
+    pdu_capacity: str | None = "pdu"
 
     def __init__(self) -> None:
         super().__init__()
         self._pool: PduPool | None = None
 
     def setup(self) -> None:
-        """Create the PDU pool in the service's own process; connections open on demand."""
+        """Create the PDU pool in the service's own process; connections open on demand, each
+        under a lease of the ``pdu_capacity`` capacity when one is configured."""
+        name = self.pdu_capacity
+        capacity = self.capacity(name) if name and self.has_capacity(name) else None
         self._pool = PduPool(
-            self.pdu_host, self.pdu_port, self.pool_size, acquire_timeout=self.pool_timeout
+            self.pdu_host,
+            self.pdu_port,
+            self.pool_size,
+            acquire_timeout=self.pool_timeout,
+            capacity=capacity,
         )
 
     def teardown(self) -> None:

@@ -1,0 +1,249 @@
+"""The local backend: slot files held with ``flock``, shared by the processes of one host.
+
+A capacity ``pdu`` of limit 5 in directory ``D`` is the files ``D/pdu.slot0`` .. ``D/pdu.slot4``.
+Holding a slot is holding an exclusive ``flock`` on its file, so the kernel frees the slot the
+moment its holder dies, however it dies (``kill -9`` included): no lease ever outlives its
+process, and nothing needs renewing.  The fencing counter is ``D/pdu.token`` (updated under its
+own lock), and each waiter holds a locked file in ``D/pdu.waiting/`` so ``appd status`` can
+count them.  Waiters poll the slots with jittered, growing pauses (1 ms up to 20 ms).
+
+Every process that shares the limit must use the same directory and the same limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Final
+
+from appd.capacity.backend import CapacityStatus, Grant, HolderInfo
+from appd.errors import CapacityUnavailable
+
+__all__ = ["LocalBackend"]
+
+#: First and longest pause between polls of the slots, in seconds.
+POLL_MIN: Final = 0.001
+POLL_MAX: Final = 0.02
+
+_OPEN_FLAGS: Final = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
+
+
+class LocalBackend:
+    """Slot files in ``directory`` for capacity ``name`` with ``limit`` slots."""
+
+    def __init__(self, name: str, limit: int, directory: Path) -> None:
+        self.name = name
+        self.limit = limit
+        self.directory = Path(directory)
+        self.label = f"local {self.directory}"
+        self.leases_expire = False
+        self._waiting: dict[str, tuple[int, Path]] = {}
+        self._token_lock = threading.Lock()
+        self._token_file: tuple[int, int] | None = None  # (pid, fd)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._waiters_dir.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise self._unavailable("cannot create the slot directory", exc) from None
+
+    @property
+    def _waiters_dir(self) -> Path:
+        return self.directory / f"{self.name}.waiting"
+
+    def _slot_path(self, index: int) -> Path:
+        return self.directory / f"{self.name}.slot{index}"
+
+    def _unavailable(self, what: str, exc: OSError) -> CapacityUnavailable:
+        return CapacityUnavailable(
+            f"capacity {self.name!r} ({self.label}): {what}: {exc.strerror or exc}"
+        )
+
+    # -- holding ---------------------------------------------------------------------------
+
+    def try_acquire(self, holder: str) -> Grant | None:
+        """Lock the first free slot file (starting from a random one, so acquirers spread)."""
+        start = random.randrange(self.limit)
+        for step in range(self.limit):
+            index = (start + step) % self.limit
+            path = self._slot_path(index)
+            try:
+                fd = os.open(path, _OPEN_FLAGS, 0o644)
+            except OSError as exc:
+                raise self._unavailable(f"cannot open {path.name}", exc) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    continue
+                raise self._unavailable(f"cannot lock {path.name}", exc) from None
+            try:
+                token = self._next_token()
+                record = json.dumps({"holder": holder, "token": token}).encode()
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, record, 0)
+            except BaseException:
+                os.close(fd)
+                raise
+            self._stop_waiting(holder)
+            return Grant(holder, token, handle=(fd, index))
+        self._start_waiting(holder)
+        return None
+
+    def _next_token(self) -> int:
+        """One more than the last token, and never below the clock in microseconds, so tokens
+        keep increasing even when the counter file is removed."""
+        with self._token_lock:  # flock does not exclude threads sharing one open file
+            try:
+                fd = self._token_fd()
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as exc:
+                raise self._unavailable("cannot open the token counter", exc) from None
+            try:
+                text = os.pread(fd, 64, 0).strip()
+                last = int(text) if text.isdigit() else 0
+                token = max(last + 1, time.time_ns() // 1000)
+                os.pwrite(fd, str(token).encode().ljust(len(text)), 0)
+                return token
+            except OSError as exc:
+                raise self._unavailable("cannot update the token counter", exc) from None
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _token_fd(self) -> int:
+        """The counter file, opened once per process (a forked child opens its own: an open
+        file shared with the parent would share its lock)."""
+        if self._token_file is None or self._token_file[0] != os.getpid():
+            fd = os.open(self.directory / f"{self.name}.token", _OPEN_FLAGS, 0o644)
+            self._token_file = (os.getpid(), fd)
+        return self._token_file[1]
+
+    def wait(self, holder: str, seconds: float, attempt: int) -> None:
+        """Sleep a jittered pause that grows with ``attempt`` (never more than ``seconds``)."""
+        pause = min(POLL_MAX, POLL_MIN * 2 ** min(attempt, 8))
+        time.sleep(max(0.0, min(seconds, pause * random.uniform(0.5, 1.5))))
+
+    def withdraw(self, holder: str) -> None:
+        self._stop_waiting(holder)
+
+    def renew(self, grant: Grant) -> bool:
+        """The slot file is still the one at its path (nobody removed the directory)."""
+        fd, index = grant.handle
+        try:
+            held = os.fstat(fd)
+            current = self._slot_path(index).stat()
+        except OSError:
+            return False
+        return (held.st_dev, held.st_ino) == (current.st_dev, current.st_ino)
+
+    def release(self, grant: Grant) -> None:
+        """Empty the slot's record and unlock it (closing the file drops the lock)."""
+        fd, _index = grant.handle
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+        os.close(fd)
+
+    # -- waiters -------------------------------------------------------------------------------
+
+    def _start_waiting(self, holder: str) -> None:
+        """A locked file in the waiters' directory, there while ``holder`` waits."""
+        if holder in self._waiting:
+            return
+        path = self._waiters_dir / holder.replace("/", "_")
+        partial = path.with_name(path.name + ".new")
+        try:
+            fd = os.open(partial, _OPEN_FLAGS | os.O_EXCL, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.rename(partial, path)
+        except OSError:
+            return  # counting waiters is for operators; waiting works without it
+        self._waiting[holder] = (fd, path)
+
+    def _stop_waiting(self, holder: str) -> None:
+        entry = self._waiting.pop(holder, None)
+        if entry is not None:
+            fd, path = entry
+            with contextlib.suppress(OSError):
+                path.unlink()
+            os.close(fd)
+
+    # -- operators -----------------------------------------------------------------------------
+
+    def status(self) -> CapacityStatus:
+        holders = []
+        for index in range(self.limit):
+            record = self._held_record(self._slot_path(index))
+            if record is not None:
+                holders.append(record)
+        return CapacityStatus(
+            self.name, self.limit, self.label, tuple(holders), self._count_waiters()
+        )
+
+    def _held_record(self, path: Path) -> HolderInfo | None:
+        """The holder of the slot at ``path``, or None when nobody holds it."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise self._unavailable(f"cannot read {path.name}", exc) from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pass  # held
+            else:
+                return None
+            try:
+                data = json.loads(os.pread(fd, 4096, 0) or b"{}")
+                return HolderInfo(str(data["holder"]), int(data["token"]))
+            except (ValueError, KeyError, TypeError):
+                return HolderInfo("(starting)")
+        finally:
+            os.close(fd)
+
+    def _count_waiters(self) -> int:
+        count = 0
+        try:
+            entries = list(self._waiters_dir.iterdir())
+        except OSError:
+            return 0
+        for path in entries:
+            if path.name.endswith(".new"):
+                continue
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                count += 1
+            else:
+                with contextlib.suppress(OSError):
+                    path.unlink()  # left by a waiter that died
+            finally:
+                os.close(fd)
+        return count
+
+    def check(self) -> None:
+        """The directory is usable: a slot file opens."""
+        try:
+            fd = os.open(self._slot_path(0), _OPEN_FLAGS, 0o644)
+        except OSError as exc:
+            raise self._unavailable("cannot open a slot file", exc) from None
+        os.close(fd)
+
+    def close(self) -> None:
+        for holder in list(self._waiting):
+            self._stop_waiting(holder)
+        if self._token_file is not None and self._token_file[0] == os.getpid():
+            os.close(self._token_file[1])
+        self._token_file = None
