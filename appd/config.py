@@ -515,7 +515,7 @@ def parse_config(
             "capacities", f"expected a table of capacity tables, got {_shown(capacities_table)}"
         )
     capacities = {
-        name: _parse_capacity(name, table, source=label, run_dir=run_dir)
+        name: _parse_capacity(name, table, source=label, run_dir=run_dir, secrets=secrets)
         for name, table in capacities_table.items()
     }
     paths = top.strings("paths") or ()
@@ -569,7 +569,9 @@ _CAPACITY_NAME_CHARS: Final = frozenset(
 )
 
 
-def _parse_capacity(name: str, table: Any, *, source: str, run_dir: Path) -> CapacityConfig:
+def _parse_capacity(
+    name: str, table: Any, *, source: str, run_dir: Path, secrets: bool = True
+) -> CapacityConfig:
     prefix = f"capacities.{name}."
     if not name or not set(name) <= _CAPACITY_NAME_CHARS or name.startswith("."):
         raise ConfigurationError(
@@ -586,8 +588,16 @@ def _parse_capacity(name: str, table: Any, *, source: str, run_dir: Path) -> Cap
         raise reader.fail(unknown[0], f"unknown setting (known: {', '.join(_CAPACITY_KEYS)})")
     if "limit" not in table:
         raise reader.fail("limit", "missing: how many holders the capacity allows at once")
-    backend = resolve_secret(reader.string("backend", "local"), where=reader.where("backend"))
-    if backend != "local":
+    written = reader.string("backend", "local")
+    unread = False
+    try:
+        backend = resolve_secret(written, where=reader.where("backend"))
+    except ConfigurationError:
+        if secrets:
+            raise
+        # A command that needs no secret: asking this backend reports it unavailable.
+        backend, unread = written, True
+    if backend != "local" and not unread:
         scheme = backend.partition(":")[0].lower()
         if scheme not in REDIS_SCHEMES or "://" not in backend:
             # The value may be a secret (a URL with a password, an env: reference): never shown.

@@ -133,3 +133,14 @@ def test_without_secrets_references_are_left_unread(
         "host": "10.1.2.3",
         "path": "env:NOT_SET_FOR_APPD",
     }
+
+
+def test_without_secrets_an_unresolvable_capacity_backend_is_kept_unread(
+    in_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NOT_SET_FOR_APPD", raising=False)
+    table = {"capacities": {"pdu": {"limit": 5, "backend": "env:NOT_SET_FOR_APPD"}}}
+    with pytest.raises(ConfigurationError, match=r"capacities\.pdu\.backend: environment"):
+        parse_config(table, source="appd.toml", base_dir=in_tmp)
+    config = parse_config(table, source="appd.toml", base_dir=in_tmp, secrets=False)
+    assert config.capacities["pdu"].backend == "env:NOT_SET_FOR_APPD"
