@@ -52,14 +52,22 @@ def _standard_options(parser: argparse.ArgumentParser) -> None:
 
 
 class _Through:
-    """A text stream writing through a Django :class:`OutputWrapper` (its style included),
-    for code that prints: ``print`` writes the newline itself, so the wrapper adds none."""
+    """A text stream writing through a Django :class:`OutputWrapper`, for code that prints:
+    ``print`` writes the newline itself, so the wrapper adds none.
 
-    def __init__(self, wrapper: OutputWrapper) -> None:
+    :param styled: apply the wrapper's style (False for standard error, where log lines go:
+        Django would colour every one of them as an error).
+    """
+
+    def __init__(self, wrapper: OutputWrapper, *, styled: bool = True) -> None:
         self.wrapper = wrapper
+        self.styled = styled
 
     def write(self, text: str) -> int:
-        self.wrapper.write(text, ending="")
+        if self.styled:
+            self.wrapper.write(text, ending="")
+        else:
+            self.wrapper.write(text, style_func=_unstyled, ending="")
         return len(text)
 
     def flush(self) -> None:
@@ -71,6 +79,10 @@ class _Through:
     def fileno(self) -> int:
         out = cast(TextIO, self.wrapper._out)
         return out.fileno()
+
+
+def _unstyled(text: str) -> str:
+    return text
 
 
 class Command(BaseCommand):
@@ -191,6 +203,6 @@ class Command(BaseCommand):
     def _output(self) -> Iterator[None]:
         """Whatever appd prints goes through ``self.stdout`` and ``self.stderr``."""
         out: TextIO = _Through(self.stdout)  # type: ignore[assignment]
-        err: TextIO = _Through(self.stderr)  # type: ignore[assignment]
+        err: TextIO = _Through(self.stderr, styled=False)  # type: ignore[assignment]
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             yield
