@@ -151,9 +151,13 @@ def appd_quit(reason: str) -> None:
 def appd_listener(service: AppServiceBase) -> socket.socket | None:
     """Give a socket service a listening socket instead of letting the supervisor bind one.
 
-    Called in the supervisor before the first fork, once per socket service (and again for a
-    service that a reload adds).  Stops at the first non-``None`` result.  Socket activation
-    uses it: a service manager that passed listening sockets (``LISTEN_FDS``) hands them over.
+    Called in the supervisor before the first fork, once per socket service, and again each
+    time the supervisor opens a service's listener anew: a service a reload adds, an address a
+    reload changes, a service whose listener was closed because no process was left to run it
+    (FATAL) and that a reload starts again.  The supervisor closes the socket it was given when
+    the service is removed or has no process left.  Stops at the first non-``None`` result.
+    Socket activation uses it: a service manager that passed listening sockets
+    (``LISTEN_FDS``) hands them over.
 
     :param service: the socket service about to be bound.
     :returns: a bound, listening socket the supervisor then owns, or ``None`` to let it bind
@@ -178,7 +182,7 @@ def appd_status(status: Mapping[str, Any]) -> None:
 
 @hookspec
 def appd_reload(phase: str) -> None:
-    """Called in the supervisor around a reload (SIGHUP, ``appd restart``).
+    """Called in the supervisor around a reload (SIGHUP, ``appd reload``).
 
     :param phase: ``"begin"`` when the reload starts, ``"end"`` once every process has been
         replaced (or a later reload took over).

@@ -22,12 +22,15 @@ from typing import IO, Any, Literal
 
 import structlog
 
-__all__ = ["configure_logging", "current_role", "get_logger"]
+__all__ = ["configure_logging", "current_role", "get_logger", "set_log_fields"]
 
 #: The role of this process: "main", "guardian", "executor", or a worker's or service's name.
 _role = "main"
 
 Renderer = Literal["json", "console"]
+
+#: Fields every record of this process carries (a service process's service and worker).
+_fields: dict[str, Any] = {}
 
 
 def current_role() -> str:
@@ -42,7 +45,46 @@ def _add_role_and_pid(
     # reconfigures.
     event_dict.setdefault("role", _role)
     event_dict.setdefault("pid", os.getpid())
+    for key, value in _fields.items():
+        event_dict.setdefault(key, value)
     return event_dict
+
+
+def set_log_fields(**fields: Any) -> None:
+    """Add ``fields`` to every record this process writes from now on, whatever the thread
+    (a service process sets ``service`` and ``worker``, so every line names where it is from).
+    """
+    _fields.update(fields)
+
+
+_RENDERED = "_appd_rendered"
+
+
+class _Formatter(logging.Formatter):
+    """Passes structlog's records through as rendered; renders a record logged through the
+    standard library directly (an application's ``logging.getLogger(...)``) with the same
+    processors, so it too carries role, pid and fields, in the same format."""
+
+    def __init__(self, processors: list[Any]) -> None:
+        super().__init__("%(message)s")
+        self.processors = processors
+
+    def format(self, record: logging.LogRecord) -> str:
+        if getattr(record, _RENDERED, False):
+            return record.getMessage()
+        event: Any = {
+            "event": record.getMessage(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+        }
+        if record.exc_info:
+            event["exc_info"] = record.exc_info
+        try:
+            for processor in self.processors:
+                event = processor(None, record.levelname.lower(), event)
+        except Exception:
+            return super().format(record)
+        return str(event)
 
 
 def _choose_renderer(stream: IO[str]) -> Renderer:
@@ -82,16 +124,24 @@ def configure_logging(
         if chosen == "console"
         else structlog.processors.JSONRenderer(default=repr)
     )
+    stamp: list[Any] = [
+        _add_role_and_pid,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,
+    ]
+
+    def rendered(logger: Any, method: str, event_dict: Any) -> Any:
+        # Marked, so appd's handler passes it through while it renders other records itself.
+        return (final(logger, method, event_dict),), {"extra": {_RENDERED: True}}
+
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.stdlib.add_log_level,
             structlog.stdlib.add_logger_name,
-            _add_role_and_pid,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.StackInfoRenderer(),
-            structlog.processors.format_exc_info,
-            final,
+            *stamp,
+            rendered,
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
@@ -105,7 +155,7 @@ def configure_logging(
         logging.config.dictConfig(dict(logging_config))
         return
     handler = logging.StreamHandler(out)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(_Formatter([*stamp, final]))
     handler._appd_handler = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)

@@ -10,6 +10,7 @@ import contextlib
 import importlib
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from appd.capacity import Capacities, open_backend
-from appd.config import AppdConfig, RawConfig, finish_config, read_config
+from appd.config import AppdConfig, RawConfig, find_config_file, finish_config, read_config
 from appd.discovery import DiscoveredService, discover_services
 from appd.errors import AppdError, ConfigurationError
 from appd.hooks import Hooks, configured_hooks
@@ -39,6 +40,7 @@ __all__ = [
     "load",
     "plugin_rows",
     "prepare_services",
+    "reload_running",
     "run_supervisor",
     "service_rows",
     "start_daemonized",
@@ -60,10 +62,13 @@ class ConfigSource:
 
     :ivar read: returns the configuration as read, or ``None`` to fall back to the usual files.
     :ivar plugins: plugin objects registered with every plugin manager :func:`load` builds.
+    :ivar entry: ``"module:function"`` returning this same source, so that a service process
+        (a fresh interpreter) reads the configuration the way the supervisor does.
     """
 
     read: Callable[[], RawConfig | None]
     plugins: tuple[object, ...] = ()
+    entry: str | None = None
 
 
 _source: ConfigSource | None = None
@@ -219,37 +224,55 @@ def configure_logging_for(config: AppdConfig, role: str) -> None:
     configure_logging(role, renderer=renderer, level=config.log_level.upper())  # type: ignore[arg-type]
 
 
-def run_supervisor(config: AppdConfig, hooks: Hooks, *, hold_pid_file: bool) -> int:
+def run_supervisor(
+    config: AppdConfig, hooks: Hooks, *, hold_pid_file: bool, config_path: str | None = None
+) -> int:
     """``appd run``: supervise every enabled service in the foreground until SIGTERM/SIGINT.
+
+    Service processes are started fresh (``python -m appd.cli.child``), and SIGHUP loads the
+    configuration, the plugins and the services again, so a reload runs the code on disk.
 
     :param hold_pid_file: take the configured pid file (``appd run``); a daemon started by
         ``appd start`` already has its guardian holding it.
+    :param config_path: the ``--config`` file, if one was named (read again on reload).
     """
-    from appd.runtime.pidfile import PidFile, PidFileLocked
+    from appd.runtime.pidfile import PidFileLocked, take_pid_file
     from appd.supervisor import Supervisor, status_path_for, write_json_atomically
+    from appd.supervisor.child import configure_process_logging
 
-    configure_logging_for(config, "supervisor")
+    configure_process_logging(config, None, None)
+    source = _source
+    # The file found now, from the working directory of now: a reload and the service
+    # processes it starts read it again from the run directory.
+    found = find_config_file(config_path) if config_path is not None or source is None else None
+    config_file = None if found is None else str(found[0].resolve())
     status_file = status_path_for(config.pid_file)
     status_file.parent.mkdir(parents=True, exist_ok=True)
     config.run_dir.mkdir(parents=True, exist_ok=True)
     os.chdir(config.run_dir)
-    pid_file = PidFile(config.pid_file) if hold_pid_file else None
+    pid_file = None
     try:
-        if pid_file is not None:
+        if hold_pid_file:
             try:
-                pid_file.acquire()
+                pid_file = take_pid_file(config.pid_file)
             except PidFileLocked as exc:
                 raise AppdError(
                     f"appd is already running (pid {exc.pid}, pid file {config.pid_file})"
                 ) from None
             except OSError as exc:
-                raise AppdError(
-                    f"cannot create pid file {config.pid_file}: {exc.strerror}"
-                ) from None
+                raise AppdError(str(exc.strerror)) from None
         services = prepare_services(config, discover(config, hooks))
         if not services:
             raise AppdError("no services to run: discovery found none that are enabled")
-        supervisor = Supervisor(config, services, hooks, status_file=status_file)
+        reloader = _Reloader(config_file, source, services, config)
+        supervisor = Supervisor(
+            config,
+            services,
+            hooks,
+            status_file=status_file,
+            child_command=lambda spec: _child_command(spec, config_file, source),
+            reload=reloader,
+        )
         return supervisor.run()
     except AppdError as exc:
         _log.error("supervisor failed to start", error=str(exc))
@@ -260,10 +283,67 @@ def run_supervisor(config: AppdConfig, hooks: Hooks, *, hold_pid_file: bool) -> 
             pid_file.release()
 
 
+def _child_command(spec: Any, config_file: str | None, source: ConfigSource | None) -> list[str]:
+    """``python -m appd.cli.child SPEC`` for one service process (see :mod:`appd.cli.child`)."""
+    document = {
+        "config": config_file,
+        "source": None if source is None else source.entry,
+        "sys_path": [entry or os.getcwd() for entry in sys.path],
+        "service": spec.service,
+        "worker": spec.worker,
+        "slot": spec.slot,
+        "group": spec.group,
+        "scoreboard_fd": spec.scoreboard_fd,
+        "listener_fd": spec.listener_fd,
+    }
+    return [sys.executable, "-m", "appd.cli.child", json.dumps(document)]
+
+
+class _Reloader:
+    """Loads the configuration, the plugins and the services again (a SIGHUP reload).
+
+    The modules that defined services, and every module of the configured ``paths`` outside
+    installed packages, are forgotten first, so they are imported anew: the supervisor's view
+    of the services (and the processes it forks after a crash) follows the code on disk.
+    """
+
+    def __init__(
+        self, config_file: str | None, source: ConfigSource | None,
+        services: Sequence[AppServiceBase], config: AppdConfig,
+    ) -> None:
+        self.config_file = config_file
+        self.source = source
+        self.modules = {type(service).__module__ for service in services}
+        self.paths = list(config.paths)
+
+    def _stale(self, name: str, module: Any) -> bool:
+        if name == "appd" or name.startswith("appd."):
+            return False
+        if name in self.modules:
+            return True
+        filename = getattr(module, "__file__", None)
+        if not filename or "-packages" in filename:
+            return False
+        where = Path(filename).resolve()
+        return any(where.is_relative_to(path) for path in self.paths)
+
+    def __call__(self) -> Any:
+        from appd.supervisor import Plan
+
+        for name in [n for n, m in list(sys.modules.items()) if self._stale(n, m)]:
+            del sys.modules[name]
+        importlib.invalidate_caches()
+        config, hooks = load(self.config_file, source=self.source)
+        services = prepare_services(config, discover(config, hooks))
+        self.modules |= {type(service).__module__ for service in services}
+        self.paths = list(config.paths)
+        return Plan(config, hooks, services)
+
+
 def daemon_main(*, config_path: str | None) -> None:
     """The entry of the daemon ``appd start`` launches (runs in the executor process)."""
     config, hooks = load(config_path)
-    code = run_supervisor(config, hooks, hold_pid_file=False)
+    code = run_supervisor(config, hooks, hold_pid_file=False, config_path=config_path)
     if code:
         raise SystemExit(code)
 
@@ -275,7 +355,7 @@ def start_daemonized(config: AppdConfig, *, config_path: str | None, timeout: fl
     """
     from appd.runtime import DaemonRunStatus, start_daemon
     from appd.runtime.pidfile import read_live_pid
-    from appd.supervisor import status_path_for
+    from appd.supervisor import read_status, status_path_for
 
     running = read_live_pid(config.pid_file)
     if running is not None:
@@ -302,7 +382,7 @@ def start_daemonized(config: AppdConfig, *, config_path: str | None, timeout: fl
         raise AppdError(f"appd failed to start; see {config.log_file}")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        status = _read_status(status_file)
+        status = read_status(status_file)
         if status.get("state") == "failed":
             raise AppdError(f"appd failed to start: {status.get('error')}")
         services = status.get("services", {})
@@ -324,17 +404,46 @@ def start_daemonized(config: AppdConfig, *, config_path: str | None, timeout: fl
     )
 
 
+def reload_running(config: AppdConfig, *, timeout: float) -> int | None:
+    """``appd reload``: SIGHUP to the running supervisor (through its guardian under
+    ``appd start``), then wait until that reload has ended and every service is ready.
+
+    :returns: the pid signalled, or None when appd is not running.
+    :raises AppdError: the reload did not end, or left a service not ready, within ``timeout``.
+    """
+    import signal
+
+    from appd.runtime.pidfile import read_live_pid
+    from appd.supervisor import read_status, status_path_for
+
+    pid = read_live_pid(config.pid_file)
+    if pid is None:
+        return None
+    status_file = status_path_for(config.pid_file)
+    before = read_status(status_file).get("reloads", 0)
+    os.kill(pid, signal.SIGHUP)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = read_status(status_file)
+        services = status.get("services", {})
+        if status.get("reloads", 0) > before and status.get("state") == "running":
+            not_ready = sorted(n for n, s in services.items() if s.get("state") != "ready")
+            if not not_ready:
+                return pid
+            if time.monotonic() + 0.05 >= deadline:
+                raise AppdError(
+                    f"appd (pid {pid}) reloaded, but {', '.join(not_ready)} is not ready; "
+                    f"see `appd status` and {config.log_file}"
+                )
+        time.sleep(0.05)
+    raise AppdError(
+        f"appd (pid {pid}) did not finish reloading within {timeout:g}s; see `appd status`"
+    )
+
+
 def _longest_grace(config: AppdConfig) -> float:
     graces = [s.stop_grace for s in config.services.values() if s.stop_grace is not None]
     return max([config.shutdown_grace, *graces])
-
-
-def _read_status(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (FileNotFoundError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _find_service(config: AppdConfig, hooks: Hooks, name: str) -> AppServiceBase:

@@ -100,6 +100,15 @@ def add_commands(
     )
     restart = add("restart", cmd_restart, "Stop the daemon if it runs, then start it.")
     restart.add_argument("--timeout", type=float, default=STOP_TIMEOUT, help="as for stop/start")
+    reload = add(
+        "reload", cmd_reload,
+        "Reload the running supervisor (SIGHUP): configuration and code from disk, each "
+        "service process replaced with no gap; wait until every service is ready.",
+    )
+    reload.add_argument(
+        "--timeout", type=float, default=START_TIMEOUT,
+        help=f"seconds to wait for the reload to end (default {START_TIMEOUT:g})",
+    )
     status = add("status", cmd_status, "Show whether appd runs, and each service's state.")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     call = add("call", cmd_call, "Send one request to a service and print its reply.")
@@ -202,7 +211,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if getattr(args, "reload", False):
         return _run_reloading(args)
-    return run_supervisor(*_load(args), hold_pid_file=True)
+    return run_supervisor(*_load(args), hold_pid_file=True, config_path=args.config)
 
 
 def _run_reloading(args: argparse.Namespace) -> int:
@@ -253,6 +262,18 @@ def cmd_restart(args: argparse.Namespace) -> int:
     return cmd_start(args)
 
 
+def cmd_reload(args: argparse.Namespace) -> int:
+    from appd.cli.app import reload_running
+
+    config = _config(args)
+    pid = reload_running(config, timeout=args.timeout)
+    if pid is None:
+        print(f"appd is not running (no live pid file at {config.pid_file})")
+        return EXIT_NOT_RUNNING
+    print(f"appd reloaded (pid {pid})")
+    return EXIT_OK
+
+
 def _wait_until(condition: Callable[[], bool], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -268,7 +289,7 @@ def _wait_until(condition: Callable[[], bool], timeout: float) -> bool:
 def cmd_status(args: argparse.Namespace) -> int:
     from appd.cli.app import capacity_status
     from appd.runtime.pidfile import read_live_pid
-    from appd.supervisor import status_path_for
+    from appd.supervisor import read_status, status_path_for
 
     config = _config(args, secrets=False)
     pid = read_live_pid(config.pid_file)
@@ -278,9 +299,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         else:
             print("appd is not running")
         return EXIT_NOT_RUNNING
-    try:
-        status: dict[str, Any] = json.loads(status_path_for(config.pid_file).read_text())
-    except (FileNotFoundError, ValueError):
+    status = read_status(status_path_for(config.pid_file))
+    if not status:
         status = {"state": "starting", "services": {}}
     status["pid"] = pid
     status["capacities"] = capacity_status(config)
@@ -289,15 +309,21 @@ def cmd_status(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"appd is {status.get('state', 'running')} (pid {pid})")
     for name, service in sorted(status.get("services", {}).items()):
+        closed = ""
+        if service.get("listening") is False:
+            closed = "  (listener closed: connections refused)"
         print(
             f"  {name}: {service['state']}  restarts={service['restarts']}"
-            f"  requests={service['requests']}"
+            f"  requests={service['requests']}{closed}"
         )
-        for proc in service["processes"]:
+        for proc in [*service["processes"], *service.get("draining", [])]:
             uptime = "-" if proc["uptime"] is None else f"{proc['uptime']:.0f}s"
+            age = proc.get("heartbeat_age")
+            heartbeat = "-" if age is None else f"{age:.1f}s ago"
             print(
                 f"    [{proc['worker']}] {proc['state']:<8} pid={proc['pid']}"
                 f"  uptime={uptime}  restarts={proc['restarts']}  requests={proc['requests']}"
+                f"  heartbeat={heartbeat}"
             )
     _print_capacities(status["capacities"])
     return EXIT_OK

@@ -7,6 +7,8 @@ Knows nothing of services, sockets or plugins; everything above it is built on i
 - :mod:`~appd.runtime.pidfile` — pid files locked for the holder's life.
 - :mod:`~appd.runtime.process` — forking supervised children, stopping and reaping them.
 - :mod:`~appd.runtime.restart` — the restart policy shared by every supervisor.
+- :mod:`~appd.runtime.engine` — the supervision engine every supervisor runs on: process slots,
+  states, restarts with backoff, stops with deadlines.
 - :mod:`~appd.runtime.entry` — ``"module:function"`` entries.
 - :mod:`~appd.runtime.daemon` — ``start_daemon``.
 - :mod:`~appd.runtime.workers` — ``start_workers``.

@@ -19,7 +19,6 @@ import json
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -27,20 +26,13 @@ from typing import Any
 
 from appd.errors import EntryLoadError, PidFileLocked
 from appd.logging import get_logger
+from appd.runtime.engine import Engine, Event, Slot
 from appd.runtime.entry import load_entry, parse_entry
-from appd.runtime.pidfile import PidFile
-from appd.runtime.process import (
-    ExitInfo,
-    become_child,
-    flush_stdio,
-    reap,
-    run_child,
-    spawn,
-    stop_processes,
-)
+from appd.runtime.pidfile import take_pid_file
+from appd.runtime.process import become_child, flush_stdio, run_child, spawn
 from appd.runtime.quit import quit_requested, sleep
-from appd.runtime.restart import RestartPolicy, RestartTracker
-from appd.runtime.signals import blocked_quit_signals
+from appd.runtime.restart import RestartPolicy
+from appd.runtime.signals import SignalQueue, blocked_quit_signals
 
 __all__ = [
     "FORWARDED_SIGNALS",
@@ -216,9 +208,8 @@ def _guardian_main(plan: _DaemonPlan, status_fd: int) -> int:
         )
     except Exception as exc:  # a redirect that cannot open, a logging_config dictConfig rejects
         return _launch_failed(plan, status_fd, f"{type(exc).__name__}: {exc}")
-    pid_file = PidFile(plan.pid_filename)
     try:
-        pid_file.acquire()
+        pid_file = take_pid_file(plan.pid_filename)
     except PidFileLocked as exc:
         if exc.pid is None:
             return _launch_failed(plan, status_fd, str(exc))
@@ -226,9 +217,7 @@ def _guardian_main(plan: _DaemonPlan, status_fd: int) -> int:
         _send(status_fd, DaemonRunStatus.ALREADY_RUNNING, pid=exc.pid)
         return 0
     except OSError as exc:
-        return _launch_failed(
-            plan, status_fd, f"cannot create pid file {plan.pid_filename!r}: {exc.strerror}"
-        )
+        return _launch_failed(plan, status_fd, str(exc.strerror))
     try:
         try:
             entry = load_entry(plan.daemon_entry)
@@ -242,59 +231,70 @@ def _guardian_main(plan: _DaemonPlan, status_fd: int) -> int:
         pid_file.release()
 
 
-def _wait_for_exit(pid: int) -> ExitInfo | None:
-    """The executor's exit, or None once quit is requested while it still runs."""
-    while not quit_requested():
-        ended = reap([pid])
-        if ended:
-            return ended[0]
-        sleep(GUARDIAN_POLL_SECONDS)
-    return None
-
-
-def _forward_to(pid: int) -> None:
-    """Pass SIGHUP, SIGUSR1 and SIGUSR2 sent to the guardian on to the executor ``pid``."""
-
-    def forward(signum: int, _frame: object) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signum)
-
-    for signum in FORWARDED_SIGNALS:
-        signal.signal(signum, forward)
-
-
 def _guard(plan: _DaemonPlan, run_entry: Callable[[], object]) -> int:
-    tracker = RestartTracker(plan.restart_policy) if plan.restart_policy is not None else None
-    while not quit_requested():
-        executor = spawn(
-            run_entry,
-            role="executor",
-            stdout_filename=plan.stdout_filename,
-            stderr_filename=plan.stderr_filename,
-            logging_config=plan.logging_config,
+    """Run the executor as the one slot of a supervision engine until it finishes, gives up,
+    or quit is requested; forward :data:`FORWARDED_SIGNALS` to it (queued by their handlers,
+    passed on by this loop)."""
+    engine = Engine()
+    slot = engine.add(
+        Slot(
+            name="executor",
+            launch=lambda: spawn(
+                run_entry,
+                role="executor",
+                stdout_filename=plan.stdout_filename,
+                stderr_filename=plan.stderr_filename,
+                logging_config=plan.logging_config,
+            ),
+            policy=plan.restart_policy,
+            grace=plan.grace_period,
         )
-        _forward_to(executor)
-        if tracker is not None:
-            tracker.started(time.monotonic())
-        ended = _wait_for_exit(executor)
-        if ended is None:
-            log.info("quit requested; stopping the executor", executor=executor)
-            for info in stop_processes([executor], grace=plan.grace_period):
-                log.info("executor stopped", executor=executor, how=info.describe())
-            return 0
-        if ended.clean:
-            log.info("executor finished", executor=executor)
-            return 0
-        if tracker is None:
-            log.error("executor failed; no restart_interval, so the daemon stops",
-                      executor=executor, how=ended.describe())
-            return 1
-        delay = tracker.exited(time.monotonic())
-        if delay is None:
-            log.error("executor keeps failing; giving up", executor=executor,
-                      how=ended.describe(), reason=tracker.gave_up_because)
-            return 1
-        log.warning("executor failed; restarting", executor=executor, how=ended.describe(),
-                    delay=delay, restarts=tracker.restarts)
-        sleep(delay)
-    return 0
+    )
+    forwarded = SignalQueue()
+    forwarded.install(FORWARDED_SIGNALS)
+    try:
+        engine.start(slot)
+        while not quit_requested():
+            for signum in forwarded.take():
+                engine.signal(slot, signum)
+            for event in engine.tick():
+                code = _on_executor_event(event)
+                if code is not None:
+                    return code
+            sleep(GUARDIAN_POLL_SECONDS)
+        executor = slot.pid
+        log.info("quit requested; stopping the executor", executor=executor)
+
+        def stopped(events: list[Event]) -> None:
+            for event in events:
+                if event.exit is not None:
+                    log.info("executor stopped", executor=executor, how=event.exit.describe())
+
+        engine.stop(slot)
+        engine.wait_stopped(on_events=stopped)
+        return 0
+    finally:
+        forwarded.restore()
+
+
+def _on_executor_event(event: Event) -> int | None:
+    """Log what happened to the executor; the guardian's exit code when it is over."""
+    info = event.exit
+    if event.kind != "exited" or info is None:
+        return None
+    executor = info.pid
+    if info.clean:
+        log.info("executor finished", executor=executor)
+        return 0
+    slot = event.slot
+    if slot.tracker is None:
+        log.error("executor failed; no restart_interval, so the daemon stops",
+                  executor=executor, how=info.describe())
+        return 1
+    if event.delay is None:
+        log.error("executor keeps failing; giving up", executor=executor,
+                  how=info.describe(), reason=slot.tracker.gave_up_because)
+        return 1
+    log.warning("executor failed; restarting", executor=executor, how=info.describe(),
+                delay=event.delay, restarts=slot.tracker.restarts)
+    return None

@@ -23,7 +23,7 @@ from types import TracebackType
 
 from appd.errors import PidFileLocked
 
-__all__ = ["PidFile", "PidFileLocked", "read_live_pid", "remove_if_stale"]
+__all__ = ["PidFile", "PidFileLocked", "read_live_pid", "remove_if_stale", "take_pid_file"]
 
 #: How long :meth:`PidFile.acquire` waits for a lock holder in the middle of its own start to
 #: write its pid before giving up with ``PidFileLocked(pid=None)``.
@@ -207,3 +207,22 @@ def remove_if_stale(path: str | os.PathLike[str]) -> bool:
             return False
         os.unlink(target)
         return True
+
+
+def take_pid_file(path: str | os.PathLike[str]) -> PidFile:
+    """The one way appd takes a pid file: acquired, or a clear reason why not.
+
+    :returns: the held :class:`PidFile` (release it, or let the process exit).
+    :raises PidFileLocked: a live process holds it (its pid in ``.pid``; None when the holder
+        did not write one in time).
+    :raises OSError: the file cannot be created; ``strerror`` reads
+        ``"cannot create pid file PATH: REASON"``.
+    """
+    pid_file = PidFile(path)
+    try:
+        pid_file.acquire()
+    except OSError as exc:
+        raise OSError(
+            exc.errno, f"cannot create pid file {os.fspath(path)}: {exc.strerror}"
+        ) from None
+    return pid_file

@@ -16,12 +16,12 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, NoReturn
 
 from appd.errors import PidFileLocked
 from appd.logging import configure_logging, get_logger
-from appd.runtime.pidfile import PidFile
+from appd.runtime.pidfile import take_pid_file
 from appd.runtime.quit import clear_quit
 from appd.runtime.signals import (
     blocked_quit_signals,
@@ -40,6 +40,7 @@ __all__ = [
     "redirect_stdio",
     "run_child",
     "spawn",
+    "spawn_exec",
     "stop_processes",
 ]
 
@@ -272,16 +273,66 @@ def spawn(
     return pid
 
 
+def spawn_exec(
+    argv: Sequence[str],
+    *,
+    keep_fds: Collection[int] = (),
+    env: Mapping[str, str] | None = None,
+    stdout_to_stderr: bool = True,
+) -> int:
+    """Start ``argv`` (a program and its arguments) as a supervised child; return its pid.
+
+    The child is forked and at once replaced by the program (``execve``), so it runs code as it
+    is on disk now, not a copy of the caller's memory.  Before the exec it gets default signal
+    dispositions and an empty signal mask, dies with its parent (:data:`PARENT_DEATH_SIGNAL`),
+    reads /dev/null, writes its standard output to the caller's standard error when
+    ``stdout_to_stderr`` (so everything it prints reaches the caller's log), and inherits no
+    descriptor but 0-2 and ``keep_fds``.  A program that cannot be executed exits 127 with the
+    reason on standard error.
+
+    Call it from the main thread: the parent-death signal follows the thread that forked.
+    """
+    parent = os.getpid()
+    program = list(argv)
+    environment = dict(os.environ if env is None else env)
+    flush_stdio()
+    with blocked_quit_signals():
+        pid = os.fork()
+        if pid == 0:
+            try:
+                reset_signal_handlers()
+                signal.pthread_sigmask(signal.SIG_SETMASK, set())
+                _set_parent_death_signal(PARENT_DEATH_SIGNAL, parent)
+                null = os.open(os.devnull, os.O_RDONLY)
+                os.dup2(null, 0)
+                if stdout_to_stderr:
+                    os.dup2(2, 1)
+                close_inherited_fds(keep_fds)
+                for fd in keep_fds:
+                    os.set_inheritable(fd, True)
+                os.execve(program[0], program, environment)
+            except BaseException:
+                with contextlib.suppress(BaseException):
+                    reason = traceback.format_exc()
+                    os.write(2, f"cannot execute {program[0]!r}:\n{reason}".encode())
+            finally:
+                os._exit(127)
+    return pid
+
+
 def _run_holding(target: Callable[[], object], pid_filename: str | None) -> int:
     """Run ``target`` holding ``pid_filename`` (when given): 0 when it returns, 1 when the pid
-    file is held by a live process."""
-    pid_file = PidFile(pid_filename) if pid_filename is not None else None
+    file is held by a live process or cannot be created."""
+    pid_file = None
     try:
-        if pid_file is not None:
+        if pid_filename is not None:
             try:
-                pid_file.acquire()
+                pid_file = take_pid_file(pid_filename)
             except PidFileLocked as exc:
                 log.error("cannot start", reason=str(exc), holder=exc.pid)
+                return 1
+            except OSError as exc:
+                log.error("cannot start", reason=exc.strerror)
                 return 1
         log.info("started")
         target()

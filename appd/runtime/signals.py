@@ -8,7 +8,7 @@ always safe, so that is all appd's handlers do.
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any
@@ -17,6 +17,7 @@ from appd.runtime.quit import request_quit
 
 __all__ = [
     "QUIT_SIGNALS",
+    "SignalQueue",
     "blocked_quit_signals",
     "install_quit_handlers",
     "reset_signal_handlers",
@@ -94,3 +95,38 @@ def blocked_quit_signals() -> Iterator[None]:
 def unblock_quit_signals() -> None:
     """Let SIGTERM and SIGINT through again: a forked child calls it once its handlers are set."""
     signal.pthread_sigmask(signal.SIG_UNBLOCK, QUIT_SIGNALS)
+
+
+class SignalQueue:
+    """Signals recorded by their handlers, handled later by the owner's loop.
+
+    A handler only appends the signal number (and raises the quit flag for SIGTERM/SIGINT, so
+    :func:`~appd.runtime.quit.sleep` and code polling :func:`~appd.runtime.quit_requested` see
+    it at once); the loop calls :meth:`take` once per tick and handles each signal once, at a
+    point where handling it is safe.  Appending to a list is atomic and takes no lock.
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[int] = []
+        self._previous: dict[int, Handler] = {}
+
+    def install(self, signals: Iterable[int]) -> None:
+        """Route ``signals`` into the queue (main thread only)."""
+        for signum in signals:
+            self._previous[signum] = signal.signal(signum, self._record)
+
+    def _record(self, signum: int, _frame: FrameType | None) -> None:
+        if signum in QUIT_SIGNALS:
+            request_quit()
+        self._pending.append(signum)
+
+    def take(self) -> list[int]:
+        """The signals received since the last call, each number once, in order of arrival."""
+        taken, self._pending = self._pending, []
+        return list(dict.fromkeys(taken))
+
+    def restore(self) -> None:
+        """Put back the handlers :meth:`install` replaced."""
+        for signum, handler in self._previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        self._previous.clear()

@@ -3,7 +3,8 @@
 The calling process (typically a daemon's executor) becomes the workers' supervisor until quit
 is requested: it polls them every ``check_interval``, restarts one that exited abnormally after
 the restart policy's delay, and on quit stops them all (SIGTERM, then SIGKILL after the grace
-period), removing any pid file a killed worker could not remove itself.
+period), removing any pid file a killed worker could not remove itself.  Each worker is a slot
+of the supervision engine (:mod:`appd.runtime.engine`), as the appd supervisor's processes are.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from appd.logging import get_logger
+from appd.runtime.engine import Engine, Event, Slot, SlotState
 from appd.runtime.entry import load_entry, parse_entry
 from appd.runtime.pidfile import remove_if_stale
-from appd.runtime.process import ExitInfo, reap, spawn, stop_processes
+from appd.runtime.process import spawn
 from appd.runtime.quit import quit_requested, sleep
-from appd.runtime.restart import RestartPolicy, RestartTracker, as_seconds
+from appd.runtime.restart import RestartPolicy, as_seconds
 from appd.runtime.signals import install_quit_handlers, restore_handlers
 
 __all__ = [
@@ -66,21 +68,22 @@ class WorkerStartInfo:
 
 @dataclass
 class _Worker:
+    """What the debug file says of one worker; the engine's slot drives it."""
+
     info: WorkerStartInfo
-    tracker: RestartTracker
+    slot: Slot
     state: str = "starting"
-    pid: int | None = None
     started_at: datetime | None = None
-    next_start: float | None = 0.0
-    last_exit: str | None = None
 
     def snapshot(self) -> dict[str, Any]:
+        tracker = self.slot.tracker
+        last_exit = self.slot.last_exit
         return {
             "state": self.state,
-            "pid": self.pid,
+            "pid": self.slot.pid,
             "started_at": self.started_at.isoformat() if self.started_at else None,
-            "restarts": self.tracker.restarts,
-            "last_exit": self.last_exit,
+            "restarts": tracker.restarts if tracker is not None else 0,
+            "last_exit": last_exit.describe() if last_exit is not None else None,
             "pid_filename": self.info.pid_filename,
         }
 
@@ -149,84 +152,88 @@ def start_workers(
     policy = RestartPolicy.coerce(restart_interval)
     check = as_seconds(check_interval, name="check_interval")
     grace = as_seconds(grace_period, name="grace_period")
-    workers = [_Worker(info, RestartTracker(policy)) for info in listed]
+    engine = Engine()
+    workers = [_Worker(info, engine.add(_slot(info, policy, grace))) for info in listed]
+    for worker in workers:
+        worker.slot.data = worker
     main_thread = threading.current_thread() is threading.main_thread()
     previous = install_quit_handlers() if main_thread else {}
     try:
-        _supervise(workers, check, debug_filename)
+        _supervise(engine, workers, check, debug_filename)
     finally:
-        running = {worker.pid: worker for worker in workers if worker.pid is not None}
+        running = [worker.info.name for worker in workers if worker.slot.pid is not None]
         if running:
-            log.info("stopping workers", workers=[w.info.name for w in running.values()])
-        for info in stop_processes(running, grace=grace):
-            worker = running[info.pid]
-            _record_exit(worker, info, state="stopped")
-            if remove_if_stale(worker.info.pid_filename):
-                log.info("removed the pid file of a killed worker", worker=worker.info.name)
+            log.info("stopping workers", workers=running)
+        engine.stop_all()
+        engine.wait_stopped(on_events=_record)
         _write_debug(debug_filename, workers)
         restore_handlers(previous)
 
 
-def _record_exit(worker: _Worker, info: ExitInfo, *, state: str) -> None:
-    worker.pid = None
-    worker.state = state
-    worker.last_exit = info.describe()
+def _slot(info: WorkerStartInfo, policy: RestartPolicy, grace: float) -> Slot:
+    def launch() -> int:
+        return spawn(
+            lambda: _run_worker(info.entry, dict(info.args or {})),
+            role=info.name,
+            stdout_filename=info.stdout_filename,
+            stderr_filename=info.stderr_filename,
+            logging_config=info.logging_config,
+            pid_filename=info.pid_filename,
+        )
+
+    return Slot(name=info.name, launch=launch, policy=policy, grace=grace)
 
 
-def _start(worker: _Worker) -> None:
-    info = worker.info
-    worker.pid = spawn(
-        lambda: _run_worker(info.entry, dict(info.args or {})),
-        role=info.name,
-        stdout_filename=info.stdout_filename,
-        stderr_filename=info.stderr_filename,
-        logging_config=info.logging_config,
-        pid_filename=info.pid_filename,
-    )
-    worker.state = "running"
-    worker.started_at = datetime.now(UTC)
-    worker.next_start = None
-    worker.tracker.started(time.monotonic())
-    log.info("worker started", worker=info.name, worker_pid=worker.pid)
-
-
-def _supervise(workers: list[_Worker], check: float, debug_filename: str | None) -> None:
+def _supervise(
+    engine: Engine, workers: list[_Worker], check: float, debug_filename: str | None
+) -> None:
+    for worker in workers:
+        _record(engine.start(worker.slot))
+    _write_debug(debug_filename, workers)
     while not quit_requested():
-        changed = False
-        now = time.monotonic()
-        for worker in workers:
-            if worker.pid is None and worker.next_start is not None and now >= worker.next_start:
-                _start(worker)
-                changed = True
-        by_pid = {worker.pid: worker for worker in workers if worker.pid is not None}
-        for info in reap(by_pid):
-            changed = True
-            _handle_exit(by_pid[info.pid], info)
-        if changed:
+        events = engine.tick()
+        _record(events)
+        if events:
             _write_debug(debug_filename, workers)
-        pending = [w.next_start for w in workers if w.next_start is not None]
-        if not pending and all(worker.pid is None for worker in workers):
+        pending = [s.restart_at for s in engine.slots if s.state is SlotState.BACKOFF]
+        if not pending and not engine.running():
             log.info("no worker left to run")
             return
         wait = check
         if pending:
-            wait = max(0.0, min(check, min(pending) - time.monotonic()))
+            wait = max(0.0, min(check, min(t for t in pending if t is not None) - time.monotonic()))
         sleep(wait)
 
 
-def _handle_exit(worker: _Worker, info: ExitInfo) -> None:
-    name = worker.info.name
-    if info.clean:
-        _record_exit(worker, info, state="exited")
-        log.info("worker finished", worker=name)
-        return
-    _record_exit(worker, info, state="backoff")
-    delay = worker.tracker.exited(time.monotonic())
-    if delay is None:
-        worker.state = "fatal"
-        log.error("worker keeps failing; giving up", worker=name, how=info.describe(),
-                  reason=worker.tracker.gave_up_because)
-        return
-    worker.next_start = time.monotonic() + delay
-    log.warning("worker failed; restarting", worker=name, how=info.describe(), delay=delay,
-                restarts=worker.tracker.restarts)
+def _record(events: list[Event]) -> None:
+    """Log what happened to the workers and update what the debug file says of them."""
+    for event in events:
+        worker: _Worker = event.slot.data
+        name = worker.info.name
+        info = event.exit
+        if event.kind == "started":
+            worker.state = "running"
+            worker.started_at = datetime.now(UTC)
+            log.info("worker started", worker=name, worker_pid=event.slot.pid)
+        elif event.kind == "stopped":
+            worker.state = "stopped"
+            if event.slot.killed and remove_if_stale(worker.info.pid_filename):
+                log.info("removed the pid file of a killed worker", worker=name)
+        elif event.kind == "killed":
+            log.warning("did not stop within the grace period; killing", worker=name,
+                        grace=event.slot.grace)
+        elif event.kind == "exited" and info is not None:
+            if info.clean:
+                worker.state = "exited"
+                log.info("worker finished", worker=name)
+            elif event.delay is None:
+                worker.state = "fatal"
+                tracker = event.slot.tracker
+                log.error("worker keeps failing; giving up", worker=name, how=info.describe(),
+                          reason=tracker.gave_up_because if tracker is not None else None)
+            else:
+                worker.state = "backoff"
+                tracker = event.slot.tracker
+                log.warning("worker failed; restarting", worker=name, how=info.describe(),
+                            delay=event.delay,
+                            restarts=tracker.restarts if tracker is not None else 0)

@@ -5,15 +5,19 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
+from appd.config import SettingsReader
 from appd.errors import ConfigurationError
 from appd.runtime import quit_requested, sleep
 
 if TYPE_CHECKING:
     from appd.capacity import Capacities, Capacity
 
-__all__ = ["AppServiceBase", "is_service_class", "service_name_for"]
+__all__ = ["RELOAD_MODES", "AppServiceBase", "is_service_class", "service_name_for"]
+
+#: The ``reload`` setting's values: start the new process first, or stop the old one first.
+RELOAD_MODES: Final = ("overlap", "stop-first")
 
 
 def service_name_for(cls: type) -> str:
@@ -51,7 +55,12 @@ class AppServiceBase:
 
     #: Names of the settings configuration may override (see :meth:`apply_settings`).
     #: Subclasses extend it: ``setting_names = Base.setting_names | {"mine"}``.
-    setting_names: ClassVar[frozenset[str]] = frozenset()
+    setting_names: ClassVar[frozenset[str]] = frozenset({"reload"})
+
+    #: How a reload (SIGHUP) replaces this service's processes: ``"overlap"`` starts the new
+    #: process and stops the old one once the new one is ready (no gap); ``"stop-first"`` stops
+    #: the old one first, for a resource that cannot take two holders at once.
+    reload: str = "overlap"
 
     #: The configured capacities (``[capacities.<name>]``), given by appd before :meth:`setup`;
     #: None when the service runs without a configuration.
@@ -93,9 +102,23 @@ class AppServiceBase:
         """
         table = dict(table or {})
         self._check_known(table, source=source)
+        self._check_reload(table, source=source)
         for setting, value in table.items():
             setattr(self, setting, value)
         return None
+
+    def _check_reload(self, table: Mapping[str, Any], *, source: str) -> None:
+        """The ``reload`` setting, from the table or else the class, is one of
+        :data:`RELOAD_MODES`; the error names where the bad value came from."""
+        cls = type(self)
+        if "reload" in table:
+            reader = SettingsReader(table, source=source, prefix=f"services.{self.name}.")
+        else:
+            reader = SettingsReader(
+                {"reload": self.reload}, source=source, prefix="",
+                origins={"reload": f"{cls.__module__}.{cls.__qualname__}.reload"},
+            )
+        reader.choice("reload", "overlap", RELOAD_MODES)
 
     def _check_known(self, settings: Mapping[str, Any], *, source: str | None = None) -> None:
         unknown = sorted(set(settings) - self.setting_names)

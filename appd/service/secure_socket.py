@@ -22,7 +22,7 @@ from appd.transport.client import SecureSocketAppClient
 from appd.transport.listen import bind_listener, format_address
 from appd.transport.loop import LoopThread
 from appd.transport.request import LocalCounter, Request, RequestCounter, RequestReply
-from appd.transport.server import SecureSocketServer, ServerSettings
+from appd.transport.server import AcceptGate, SecureSocketServer, ServerSettings
 
 if TYPE_CHECKING:
     from appd.hooks import Hooks
@@ -181,6 +181,7 @@ class SecureSocketAppService(AppServiceBase):
         *,
         hooks: Hooks | None = None,
         counter: RequestCounter | None = None,
+        gate: AcceptGate | None = None,
     ) -> None:
         """Serve until :func:`appd.runtime.quit_requested`, then finish in-flight requests within
         ``shutdown_grace`` seconds and return.  Binds first when no ``listener`` is given (and
@@ -195,6 +196,9 @@ class SecureSocketAppService(AppServiceBase):
             however the service is served.
         :param counter: counts answered requests (the supervisor passes its scoreboard's);
             :attr:`requests_served` reads it.
+        :param gate: set by the supervisor: it spreads connections over the service's
+            processes and receives this process's heartbeat; the listener, shared with those
+            processes, is then closed as soon as serving stops.
         """
         from appd.hooks import configured_hooks
         from appd.hooks.pipeline import build_pipeline
@@ -208,9 +212,9 @@ class SecureSocketAppService(AppServiceBase):
         where = sock.getsockname()
         log.info("serving", service=self.name, address=str(where) or settings.address)
         try:
-            SecureSocketServer(settings.server, handler, sock, counter=self._counter).serve(
-                quit_requested
-            )
+            SecureSocketServer(
+                settings.server, handler, sock, counter=self._counter, gate=gate
+            ).serve(quit_requested)
         finally:
             if own:
                 sock.close()
@@ -241,6 +245,7 @@ class SecureSocketAppService(AppServiceBase):
         """
         table = dict(table or {})
         self._check_known(table, source=source)
+        self._check_reload(table, source=source)
         cls = type(self)
         origin = f"{cls.__module__}.{cls.__qualname__}"
         values = {name: getattr(self, name) for name in SOCKET_SETTINGS}

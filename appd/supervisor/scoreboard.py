@@ -1,22 +1,35 @@
 """A scoreboard shared by the supervisor and its service processes.
 
-One anonymous shared memory map, created before the first fork, with a fixed slot per service
-process.  A service process writes only its own slot (its state and how many requests it has
-served); the supervisor reads every slot to learn when a process is ready and to report request
-counts in ``appd status``.  No locks are needed: each slot has a single writer and every field is
-one aligned 8-byte word.
+One memory map backed by an anonymous in-memory file (``memfd``), so it survives the ``exec`` of
+a service process: the supervisor creates it and passes its descriptor down; a service process
+maps the same pages with :meth:`Scoreboard.attach`.  Each service process owns one slot and is
+its only writer: its state, the requests it answered, its heartbeat (the monotonic clock, which
+every process of the machine shares) and its open connections.  The supervisor reads every slot
+(readiness, request counts and heartbeat ages for ``appd status``); the processes of one service
+read each other's connection counts to share the load evenly.  No locks: each field is one
+aligned 8-byte word with a single writer.
 """
 
 from __future__ import annotations
 
 import mmap
+import os
 import struct
+import time
 from enum import IntEnum
-from typing import Final
+from typing import Final, NamedTuple
 
-__all__ = ["Scoreboard", "SlotCounter", "SlotState"]
+__all__ = ["DEFAULT_CAPACITY", "Scoreboard", "SlotInfo", "SlotState"]
 
-_SLOT: Final = struct.Struct("=qq")
+#: state, requests, heartbeat, connections, group, 3 spare words.
+_SLOT: Final = struct.Struct("=qqdqqqqq")
+_HEADER: Final = struct.Struct("=qqqqqqqq")
+_STATE, _REQUESTS, _HEARTBEAT, _CONNECTIONS, _GROUP = (0, 8, 16, 24, 32)
+_WORD: Final = struct.Struct("=q")
+_FLOAT: Final = struct.Struct("=d")
+
+#: Slots a scoreboard holds by default: service processes alive at once, replacements included.
+DEFAULT_CAPACITY: Final = 1024
 
 
 class SlotState(IntEnum):
@@ -28,56 +41,109 @@ class SlotState(IntEnum):
     STOPPING = 3
 
 
+class SlotInfo(NamedTuple):
+    """One slot as read."""
+
+    state: SlotState
+    requests: int
+    #: The monotonic time of the last heartbeat (0.0: none yet).
+    heartbeat: float
+    connections: int
+    #: Which service the slot belongs to (0: none).
+    group: int
+
+
 class Scoreboard:
-    """Fixed-size shared slots: ``(state, requests served)`` for each service process."""
+    """Fixed-size shared slots; see the module docstring."""
 
-    def __init__(self, slots: int) -> None:
-        self.slots = slots
-        self._map = mmap.mmap(-1, max(1, slots) * _SLOT.size)
+    def __init__(self, fd: int, capacity: int, *, owner: bool) -> None:
+        self.fd = fd
+        self.capacity = capacity
+        self._owner = owner
+        self._map = mmap.mmap(fd, _HEADER.size + capacity * _SLOT.size)
+        self._free = list(range(capacity - 1, -1, -1)) if owner else []
 
-    def reset(self, slot: int) -> None:
-        """Clear a slot before a new process takes it."""
-        _SLOT.pack_into(self._map, slot * _SLOT.size, SlotState.EMPTY, 0)
+    @classmethod
+    def create(cls, capacity: int = DEFAULT_CAPACITY) -> Scoreboard:
+        """A new, zeroed scoreboard (in the supervisor)."""
+        fd = os.memfd_create("appd-scoreboard", 0)  # close-on-exec off: flags 0
+        os.set_inheritable(fd, False)
+        os.ftruncate(fd, _HEADER.size + capacity * _SLOT.size)
+        board = cls(fd, capacity, owner=True)
+        _HEADER.pack_into(board._map, 0, capacity, 0, 0, 0, 0, 0, 0, 0)
+        return board
+
+    @classmethod
+    def attach(cls, fd: int) -> Scoreboard:
+        """Map the scoreboard whose descriptor the supervisor passed down (in a service
+        process)."""
+        header = os.pread(fd, _HEADER.size, 0)
+        capacity = _HEADER.unpack(header)[0]
+        return cls(fd, capacity, owner=False)
+
+    # -- the supervisor ---------------------------------------------------------------------
+
+    def allocate(self, group: int) -> int:
+        """A free slot for a new process of service ``group`` (cleared).
+
+        :raises RuntimeError: every slot is taken.
+        """
+        if not self._free:
+            raise RuntimeError(f"the scoreboard's {self.capacity} slots are all taken")
+        slot = self._free.pop()
+        offset = self._offset(slot)
+        _SLOT.pack_into(self._map, offset, SlotState.EMPTY, 0, 0.0, 0, group, 0, 0, 0)
+        used = _WORD.unpack_from(self._map, 8)[0]
+        if slot + 1 > used:
+            _WORD.pack_into(self._map, 8, slot + 1)
+        return slot
+
+    def release(self, slot: int) -> None:
+        """Give a slot back once its process is gone."""
+        _SLOT.pack_into(self._map, self._offset(slot), SlotState.EMPTY, 0, 0.0, 0, 0, 0, 0, 0)
+        self._free.append(slot)
+
+    def read(self, slot: int) -> SlotInfo:
+        """The slot as its process last wrote it."""
+        state, requests, heartbeat, connections, group, *_ = _SLOT.unpack_from(
+            self._map, self._offset(slot)
+        )
+        return SlotInfo(SlotState(state), requests, heartbeat, connections, group)
+
+    # -- a service process ------------------------------------------------------------------
 
     def set_state(self, slot: int, state: SlotState) -> None:
-        """Record a process's state (called by the process that owns the slot)."""
-        _, requests = _SLOT.unpack_from(self._map, slot * _SLOT.size)
-        _SLOT.pack_into(self._map, slot * _SLOT.size, state, requests)
+        """Record this process's state."""
+        _WORD.pack_into(self._map, self._offset(slot) + _STATE, state)
 
-    def count_request(self, slot: int) -> None:
-        """Add one served request to the slot (called by the process that owns it)."""
-        state, requests = _SLOT.unpack_from(self._map, slot * _SLOT.size)
-        _SLOT.pack_into(self._map, slot * _SLOT.size, state, requests + 1)
+    def set_requests(self, slot: int, requests: int) -> None:
+        """Record how many requests this process has answered."""
+        _WORD.pack_into(self._map, self._offset(slot) + _REQUESTS, requests)
 
-    def counter(self, slot: int) -> SlotCounter:
-        """The request counter of ``slot``, for the service process that owns it."""
-        return SlotCounter(self, slot)
+    def beat(self, slot: int) -> None:
+        """Record that this process is alive and its loop turning (now)."""
+        _FLOAT.pack_into(self._map, self._offset(slot) + _HEARTBEAT, time.monotonic())
 
-    def read(self, slot: int) -> tuple[SlotState, int]:
-        """The state and the request count of a slot."""
-        state, requests = _SLOT.unpack_from(self._map, slot * _SLOT.size)
-        return SlotState(state), int(requests)
+    def set_connections(self, slot: int, connections: int) -> None:
+        """Record how many connections this process holds open."""
+        _WORD.pack_into(self._map, self._offset(slot) + _CONNECTIONS, connections)
+
+    def group_load(self, group: int) -> tuple[int, int]:
+        """``(ready processes, their open connections)`` of service ``group``."""
+        used = _WORD.unpack_from(self._map, 8)[0]
+        processes = connections = 0
+        for slot in range(min(used, self.capacity)):
+            state, _, _, conns, slot_group, *_ = _SLOT.unpack_from(self._map, self._offset(slot))
+            if slot_group == group and state == SlotState.READY:
+                processes += 1
+                connections += conns
+        return processes, connections
 
     def close(self) -> None:
-        """Unmap the memory (in the supervisor, once every process has stopped)."""
+        """Unmap the memory and close the descriptor."""
         self._map.close()
+        os.close(self.fd)
 
-
-class SlotCounter:
-    """A process's request counter, kept in its scoreboard slot: the one count that the
-    server bumps, the supervisor reads and ``appd status`` shows."""
-
-    __slots__ = ("_board", "_slot")
-
-    def __init__(self, board: Scoreboard, slot: int) -> None:
-        self._board = board
-        self._slot = slot
-
-    def count(self) -> None:
-        """One more request answered."""
-        self._board.count_request(self._slot)
-
-    @property
-    def value(self) -> int:
-        """Requests answered so far by this slot's process."""
-        return self._board.read(self._slot)[1]
+    @staticmethod
+    def _offset(slot: int) -> int:
+        return _HEADER.size + slot * _SLOT.size

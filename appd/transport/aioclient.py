@@ -9,11 +9,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from types import TracebackType
 from typing import Any
 
 from appd.errors import ProtocolError
-from appd.transport.client import RECV_SIZE, ClientBase, single_result
+from appd.transport.client import (
+    HANDSHAKE_ATTEMPTS,
+    RECV_SIZE,
+    ClientBase,
+    closed_during_handshake,
+    single_result,
+)
 from appd.transport.protocol import FrameDecoder, Reply, Session, decode_reply
 
 __all__ = ["AsyncSecureSocketAppClient"]
@@ -54,6 +61,18 @@ class AsyncSecureSocketAppClient(ClientBase):
         self._lock: asyncio.Lock | None = None
 
     async def _connect(self) -> _AsyncConnection:
+        """A new authenticated connection; one the service closes during the handshake is
+        tried again on a fresh connection (the request was not sent yet)."""
+        deadline = time.monotonic() + self.connect_timeout
+        for attempt in range(1, HANDSHAKE_ATTEMPTS + 1):
+            try:
+                return await self._connect_once()
+            except (EOFError, ConnectionError) as exc:
+                if attempt == HANDSHAKE_ATTEMPTS or time.monotonic() >= deadline:
+                    raise self._handshake_failed(exc) from None
+        raise AssertionError("unreachable")
+
+    async def _connect_once(self) -> _AsyncConnection:
         try:
             async with asyncio.timeout(self.connect_timeout):
                 if self.path:
@@ -71,6 +90,8 @@ class AsyncSecureSocketAppClient(ClientBase):
                 conn.session = handshake.on_auth_result(await conn.read_frame())
         except (TimeoutError, EOFError, OSError) as exc:
             conn.close()
+            if closed_during_handshake(exc):
+                raise
             raise self._handshake_failed(exc) from None
         except BaseException:
             conn.close()

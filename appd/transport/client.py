@@ -46,6 +46,16 @@ __all__ = ["ClientBase", "SecureSocketAppClient", "single_result"]
 
 RECV_SIZE = 64 * 1024
 
+#: Connections tried per request when the service closes them during the handshake.  Such a
+#: request was never sent, so it provably did not run: a process that was told to stop hands its
+#: unfinished handshakes back this way, and a fresh connection reaches a process still serving.
+HANDSHAKE_ATTEMPTS = 3
+
+
+def closed_during_handshake(exc: BaseException) -> bool:
+    """True for a handshake the service cut short (end of file, reset): worth a fresh try."""
+    return isinstance(exc, EOFError | ConnectionError)
+
 
 class _Closable(Protocol):
     def close(self) -> None: ...
@@ -272,8 +282,20 @@ class SecureSocketAppClient(ClientBase):
         self._pid = os.getpid()
 
     def _connect(self) -> _Connection:
-        sock = _open_socket(self)
+        """A new authenticated connection; one the service closes during the handshake is
+        tried again on a fresh connection (the request was not sent yet), within
+        ``connect_timeout``."""
         deadline = time.monotonic() + self.connect_timeout
+        for attempt in range(1, HANDSHAKE_ATTEMPTS + 1):
+            try:
+                return self._connect_once(deadline)
+            except _HandshakeCut as cut:
+                if attempt == HANDSHAKE_ATTEMPTS or time.monotonic() >= deadline:
+                    raise self._handshake_failed(cut.error) from None
+        raise AssertionError("unreachable")
+
+    def _connect_once(self, deadline: float) -> _Connection:
+        sock = _open_socket(self)
         conn = _Connection(sock, _pending_session(), self.max_frame_size)
         handshake = self._new_handshake()
         try:
@@ -283,6 +305,8 @@ class SecureSocketAppClient(ClientBase):
             set_kernel_timeouts(sock, self.timeout, self.timeout)
         except (TimeoutError, EOFError, OSError) as exc:
             conn.close()
+            if closed_during_handshake(exc):
+                raise _HandshakeCut(exc) from None
             raise self._handshake_failed(exc) from None
         except BaseException:
             conn.close()
@@ -356,6 +380,14 @@ class SecureSocketAppClient(ClientBase):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class _HandshakeCut(Exception):
+    """The service closed the connection during the handshake (see ``HANDSHAKE_ATTEMPTS``)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _pending_session() -> Session:

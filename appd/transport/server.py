@@ -14,6 +14,7 @@ loop on when one request holds it).
 from __future__ import annotations
 
 import contextlib
+import errno
 import selectors
 import socket
 import threading
@@ -21,7 +22,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from appd.errors import ProtocolError, RequestTimeout, ServiceBusy
 from appd.logging import get_logger
@@ -40,7 +41,7 @@ from appd.transport.request import LocalCounter, Request, RequestCounter, Reques
 from appd.transport.serving_loop import ServingLoop
 from appd.transport.sockopts import set_kernel_timeouts, set_nodelay
 
-__all__ = ["SecureSocketServer", "ServerSettings", "peer_name"]
+__all__ = ["AcceptGate", "SecureSocketServer", "ServerSettings", "peer_name"]
 
 log = get_logger("appd.transport")
 
@@ -50,6 +51,24 @@ ACCEPT_TICK = 0.05
 CONNECTION_TICK = 0.25
 #: Bytes asked of the kernel per receive.
 RECV_SIZE = 64 * 1024
+
+
+class AcceptGate(Protocol):
+    """What a supervised process tells its server: whether to take one more connection, and
+    where its heartbeat goes.
+
+    With a gate the server also treats its listener as shared with sibling processes: it
+    closes its copy the moment it stops, so new connections go to the processes still serving
+    (or are refused at once when none is) instead of waiting in a queue nobody reads.
+    """
+
+    def beat(self) -> None:
+        """Called on every turn of the accept loop (several times a second)."""
+        ...
+
+    def may_accept(self, connections: int) -> bool:
+        """True when this process, holding ``connections`` open ones, should accept another."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -105,13 +124,17 @@ class SecureSocketServer:
         listener: socket.socket,
         *,
         counter: RequestCounter | None = None,
+        gate: AcceptGate | None = None,
     ) -> None:
         """:param handler: called with each request; its reply (or exception) is sent back.
-        :param counter: counts each answered request (default: a :class:`LocalCounter`)."""
+        :param counter: counts each answered request (default: a :class:`LocalCounter`).
+        :param gate: set in a supervised process (see :class:`AcceptGate`)."""
         self.settings = settings
         self.handler = handler
         self.counter: RequestCounter = LocalCounter() if counter is None else counter
         self.listener = listener
+        self.gate = gate
+        self._listening = False
         self._pending: OrderedDict[int, _Pending] = OrderedDict()
         self._connections: set[_Connection] = set()
         self._conn_lock = threading.Lock()
@@ -146,9 +169,12 @@ class SecureSocketServer:
             self.watchdog.start()
         self.listener.setblocking(False)
         selector = selectors.DefaultSelector()
-        selector.register(self.listener, selectors.EVENT_READ, None)
+        gate = self.gate
         try:
             while not should_stop():
+                if gate is not None:
+                    gate.beat()
+                self._listen(selector, gate is None or gate.may_accept(self._open_count()))
                 for key, _ in selector.select(ACCEPT_TICK):
                     if key.data is None:
                         self._accept_all(selector)
@@ -156,19 +182,43 @@ class SecureSocketServer:
                         self._advance(selector, key.data)
                 self._expire_handshakes(selector)
         finally:
-            selector.unregister(self.listener)
+            self._listen(selector, False)
+            if gate is not None:
+                # Shared with other processes: release it now, not after the drain.
+                self.listener.close()
+            # Unfinished handshakes are closed: their clients never sent a request, so they
+            # connect again, to a process still serving.
             for pending in list(self._pending.values()):
                 self._drop(selector, pending)
             selector.close()
             self._drain()
 
+    def _open_count(self) -> int:
+        return len(self._pending) + len(self._connections)
+
+    def _listen(self, selector: selectors.BaseSelector, on: bool) -> None:
+        """Watch the listener for new connections, or stop watching it."""
+        if on and not self._listening:
+            selector.register(self.listener, selectors.EVENT_READ, None)
+        elif not on and self._listening:
+            selector.unregister(self.listener)
+        self._listening = on
+
     def _accept_all(self, selector: selectors.BaseSelector) -> None:
+        gate = self.gate
         while True:
+            if gate is not None and not gate.may_accept(self._open_count()):
+                self._listen(selector, False)  # above its share: leave the rest to siblings
+                return
             try:
                 sock, address = self.listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # EMFILE and friends: keep serving those we have
+                if exc.errno == errno.EINVAL:
+                    # The listener was shut down (its service is stopping): nothing to accept.
+                    self._listen(selector, False)
+                    return
                 log.warning("accept failed", service=self.settings.name, error=str(exc))
                 return
             sock.setblocking(False)

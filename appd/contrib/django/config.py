@@ -78,7 +78,11 @@ def django_config_source() -> ConfigSource:
     """The source ``manage.py appd`` installs: ``settings.APPD`` and the connections plugin."""
     from appd.contrib.django import connections
 
-    return ConfigSource(read=settings_config, plugins=(connections,))
+    return ConfigSource(
+        read=settings_config,
+        plugins=(connections,),
+        entry="appd.contrib.django.config:django_config_source",
+    )
 
 
 #: ``os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")`` in a ``manage.py``.

@@ -1,0 +1,141 @@
+"""What a service process does, from the moment it knows its service until it exits.
+
+The supervisor starts each service process by ``exec`` of a fresh interpreter (``python -m
+appd.cli.child``), which loads the configuration, the plugins and the service code as they are
+on disk now and then calls :func:`serve_process` here.  The process reports through its
+scoreboard slot: its state, the requests it answered, a heartbeat from its serving loop several
+times a second, and its open connections, which its siblings read to share the load evenly.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from appd.config import AppdConfig
+from appd.hooks import Hooks
+from appd.logging import configure_logging, get_logger, set_log_fields
+from appd.runtime import quit_requested
+from appd.service import AppServiceBase, SecureSocketAppService
+from appd.supervisor.scoreboard import Scoreboard, SlotState
+
+__all__ = ["HEARTBEAT_SECONDS", "ProcessBoard", "configure_process_logging", "serve_process"]
+
+#: How often a service process without a serving loop of its own (``run()``) beats.
+HEARTBEAT_SECONDS = 0.5
+
+_log = get_logger("appd.supervisor")
+
+
+def configure_process_logging(config: AppdConfig, service: str | None, worker: int | None) -> None:
+    """Log in the configured format and level to standard error (the supervisor's own output),
+    every record carrying ``service`` and ``worker`` when given (a service process)."""
+    role = "supervisor"
+    if service is not None:
+        set_log_fields(service=service, worker=worker)
+        role = f"{service}[{worker}]"
+    renderer: Any = None if config.log_format == "auto" else config.log_format
+    configure_logging(role, renderer=renderer, level=config.log_level.upper())
+
+
+class ProcessBoard:
+    """This process's scoreboard slot, as its server sees it: the request counter, the
+    heartbeat and the even-load gate.
+
+    A process accepts another connection only while it holds fewer than its fair share plus
+    one: ``ceil(connections / processes) + 1``, counted over the service's ready processes.  So
+    with ``processes = N`` no process holds more than its share plus one while another has
+    room, whichever process the kernel wakes first.
+    """
+
+    def __init__(self, board: Scoreboard, slot: int, group: int) -> None:
+        self.board = board
+        self.slot = slot
+        self.group = group
+        self._requests = 0
+        self._lock = threading.Lock()
+
+    def count(self) -> None:
+        """One more request answered."""
+        with self._lock:
+            self._requests += 1
+            self.board.set_requests(self.slot, self._requests)
+
+    @property
+    def value(self) -> int:
+        """Requests answered so far by this process."""
+        return self._requests
+
+    def beat(self) -> None:
+        """The serving loop turned: this process is alive."""
+        self.board.beat(self.slot)
+
+    def may_accept(self, connections: int) -> bool:
+        """Publish ``connections`` and say whether to take another one."""
+        self.board.set_connections(self.slot, connections)
+        processes, total = self.board.group_load(self.group)
+        if processes <= 1:
+            return True
+        return connections < -(-total // processes) + 1
+
+
+def serve_process(
+    service: AppServiceBase,
+    hooks: Hooks,
+    *,
+    worker: int,
+    board: ProcessBoard,
+    listener: socket.socket | None,
+) -> None:
+    """Run one service process: ``appd_post_fork``, ``setup()``, ready, serve until quit,
+    ``teardown()``.  The caller has set up logging and signal handling."""
+    slots = board.board
+    _set_process_title(f"appd: {service.name}[{worker}]")
+    slots.set_state(board.slot, SlotState.STARTING)
+    board.beat()
+    hooks.appd_post_fork(service=service, worker=worker)
+    service.setup()
+    try:
+        slots.set_state(board.slot, SlotState.READY)
+        hooks.appd_service_ready(service=service, worker=worker)
+        serve: Callable[..., None] | None = getattr(service, "serve", None)
+        if isinstance(service, SecureSocketAppService) and listener is not None:
+            service.serve(listener, hooks=hooks, counter=board, gate=board)
+        elif serve is not None and listener is not None:
+            serve(listener)  # a service of its own kind that serves a listener itself
+        else:
+            _run_with_heartbeat(service, board)
+    finally:
+        slots.set_state(board.slot, SlotState.STOPPING)
+        try:
+            service.teardown()
+        finally:
+            if quit_requested():
+                hooks.appd_quit(reason="signal")
+
+
+def _run_with_heartbeat(service: AppServiceBase, board: ProcessBoard) -> None:
+    """``service.run()`` with a thread beating beside it (a service with no serving loop)."""
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.is_set():
+            board.beat()
+            done.wait(HEARTBEAT_SECONDS)
+
+    thread = threading.Thread(target=beat, name="appd-heartbeat", daemon=True)
+    thread.start()
+    try:
+        service.run()
+    finally:
+        done.set()
+
+
+def _set_process_title(title: str) -> None:
+    try:
+        import setproctitle
+    except ImportError:
+        return
+    setproctitle.setproctitle(title)
