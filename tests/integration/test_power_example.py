@@ -443,6 +443,7 @@ def normalized(text: str, replacements: dict[str, str]) -> str:
         text = text.replace(old, new)
     text = re.sub(r"\bpid( |=)\d+", r"pid\1N", text)
     text = re.sub(r"\b(uptime|requests)=\d+", r"\1=N", text)
+    text = re.sub(r"\bheartbeat=[\d.]+s", "heartbeat=Ns", text)
     return "\n".join(line.rstrip() for line in text.strip().splitlines())
 
 
