@@ -118,21 +118,28 @@ def diagnose(
     result.config, result.hooks = config, hooks
     label = config.source or "configuration"
 
+    written = [
+        (f"{label}: services.{name}.{key}", value)
+        for name, service_config in config.services.items()
+        for key, value in service_config.settings.items()
+    ] + [
+        (f"{label}: capacities.{name}.backend", capacity.backend)
+        for name, capacity in config.capacities.items()
+    ]
     missing = False
-    for name, service_config in config.services.items():
-        for key, value in service_config.settings.items():
-            for where, reference in references(value, f"{label}: services.{name}.{key}"):
-                try:
-                    resolve_secret(reference, where=where)
-                except ConfigurationError as exc:
-                    missing = True
-                    findings.append(
-                        Finding(
-                            Kind.SECRET,
-                            str(exc),
-                            hint="set it where the services run (an error for deployment)",
-                        )
+    for place, value in written:
+        for where, reference in references(value, place):
+            try:
+                resolve_secret(reference, where=where)
+            except ConfigurationError as exc:
+                missing = True
+                findings.append(
+                    Finding(
+                        Kind.SECRET,
+                        str(exc),
+                        hint="set it where the services run (an error for deployment)",
                     )
+                )
 
     try:
         found = discover(config, hooks)
@@ -183,7 +190,7 @@ def diagnose(
     try:
         config, hooks = load(config_path, source=source, hooks=hooks)
         result.config, result.hooks = config, hooks
-        prepare_services(config, found, only_enabled=False)
+        prepare_services(config, found)
     except ConfigurationError as exc:
         findings.append(Finding(Kind.CONFIGURATION, str(exc)))
     return result
