@@ -13,6 +13,7 @@ seed's users pass it) still decides where records go.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.config
 import os
@@ -22,7 +23,7 @@ from typing import IO, Any, Literal
 
 import structlog
 
-__all__ = ["configure_logging", "current_role", "get_logger", "set_log_fields"]
+__all__ = ["StdioRecords", "configure_logging", "current_role", "get_logger", "set_log_fields"]
 
 #: The role of this process: "main", "guardian", "executor", or a worker's or service's name.
 _role = "main"
@@ -120,7 +121,11 @@ def configure_logging(
     out = stream if stream is not None else sys.stderr
     chosen = renderer or _choose_renderer(out)
     final: Any = (
-        structlog.dev.ConsoleRenderer(colors=False)
+        # Plain tracebacks: a rich one would print every frame's local variables, and a
+        # handler's locals may hold a key or a password.
+        structlog.dev.ConsoleRenderer(
+            colors=False, exception_formatter=structlog.dev.plain_traceback
+        )
         if chosen == "console"
         else structlog.processors.JSONRenderer(default=repr)
     )
@@ -164,3 +169,81 @@ def configure_logging(
 def get_logger(name: str = "appd") -> Any:
     """A structlog logger whose records go through the standard library logger ``name``."""
     return structlog.stdlib.get_logger(name)
+
+
+class StdioRecords:
+    """A process's stray standard output and error, turned into log records.
+
+    A service process's handlers may ``print`` or write to ``sys.stderr`` (a library's warning, a
+    C extension's message).  :meth:`start` points file descriptors 1 and 2 at pipes and keeps the
+    real standard error (a duplicate) for the log handler; a thread reads the pipes and logs each
+    line as a record of the logger ``appd.output`` with ``stream`` (``stdout``/``stderr``), so it
+    carries the process's role, pid and fields in the configured format like every other record.
+    :meth:`stop` (at the end of the process) flushes, closes the pipes and waits for the last
+    lines.
+    """
+
+    def __init__(self) -> None:
+        self._thread: Any = None
+        self._log_stream: IO[str] | None = None
+
+    def start(self) -> IO[str]:
+        """Redirect 1 and 2; return the stream the log handler must write to (the real
+        standard error)."""
+        import threading
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self._log_stream = os.fdopen(os.dup(2), "w", buffering=1, encoding="utf-8")
+        readers = []
+        for fd, name in ((1, "stdout"), (2, "stderr")):
+            read_end, write_end = os.pipe()
+            os.dup2(write_end, fd)
+            os.close(write_end)
+            readers.append((read_end, name))
+        self._thread = threading.Thread(
+            target=self._pump, args=(readers,), name="appd-stdio", daemon=True
+        )
+        self._thread.start()
+        return self._log_stream
+
+    def _pump(self, readers: list[tuple[int, str]]) -> None:
+        import selectors
+
+        log = get_logger("appd.output")
+        selector = selectors.DefaultSelector()
+        partial: dict[int, bytes] = {}
+        for fd, name in readers:
+            selector.register(fd, selectors.EVENT_READ, name)
+            partial[fd] = b""
+        while selector.get_map():
+            for key, _ in selector.select():
+                fd = key.fd
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    if partial[fd]:
+                        log.info(partial[fd].decode(errors="replace"), stream=key.data)
+                    selector.unregister(fd)
+                    os.close(fd)
+                    continue
+                *lines, partial[fd] = (partial[fd] + chunk).split(b"\n")
+                for line in lines:
+                    log.info(line.decode(errors="replace").rstrip("\r"), stream=key.data)
+        selector.close()
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Flush what was written, close the pipes' write ends and log the last lines."""
+        if self._thread is None:
+            return
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        os.close(null)
+        self._thread.join(timeout)
+        self._thread = None

@@ -37,6 +37,7 @@ __all__ = [
     "discover",
     "framework_source",
     "invocation_hooks",
+    "invocation_plugins",
     "load",
     "plugin_rows",
     "prepare_services",
@@ -124,12 +125,18 @@ def invocation_hooks(config_path: str | None) -> Hooks | None:
     :returns: ``None`` when the configuration cannot be read or a configured plugin cannot be
         imported: the command then reports that error when it loads the configuration.
     """
+    return invocation_plugins(config_path)[0]
+
+
+def invocation_plugins(config_path: str | None) -> tuple[Hooks | None, ConfigurationError | None]:
+    """:func:`invocation_hooks`, and the error that kept the configuration's plugins out (so
+    ``appd --help`` and an unknown command can say why a plugin's subcommand is missing)."""
     source = _source
     try:
         raw = _read_raw(config_path, source)
-        return configured_hooks(raw, plugins=source.plugins if source is not None else ())
-    except ConfigurationError:
-        return None
+        return configured_hooks(raw, plugins=source.plugins if source is not None else ()), None
+    except ConfigurationError as exc:
+        return None, exc
 
 
 def load(
@@ -275,8 +282,11 @@ def run_supervisor(
         )
         return supervisor.run()
     except AppdError as exc:
-        _log.error("supervisor failed to start", error=str(exc))
-        write_json_atomically(status_file, {"state": "failed", "error": str(exc)})
+        if not hold_pid_file:
+            # A daemon: its log file and the status `appd start` waits on tell why.  In the
+            # foreground the command line prints the error itself, once.
+            _log.error("supervisor failed to start", error=str(exc))
+            write_json_atomically(status_file, {"state": "failed", "error": str(exc)})
         raise
     finally:
         if pid_file is not None:
@@ -420,12 +430,19 @@ def reload_running(config: AppdConfig, *, timeout: float) -> int | None:
     if pid is None:
         return None
     status_file = status_path_for(config.pid_file)
-    before = read_status(status_file).get("reloads", 0)
+    earlier = read_status(status_file)
+    before = earlier.get("reloads", 0)
+    failures = earlier.get("reload_failures", 0)
     os.kill(pid, signal.SIGHUP)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status = read_status(status_file)
         services = status.get("services", {})
+        if status.get("reload_failures", 0) > failures:
+            raise AppdError(
+                f"appd (pid {pid}) could not reload, and its processes keep serving the code "
+                f"they run: {status.get('last_reload_error')}"
+            )
         if status.get("reloads", 0) > before and status.get("state") == "running":
             not_ready = sorted(n for n, s in services.items() if s.get("state") != "ready")
             if not not_ready:

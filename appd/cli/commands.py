@@ -147,15 +147,24 @@ def main(argv: Sequence[str] | None = None, *, hooks: Hooks | None = None) -> in
 
 
 def _main(argv: Sequence[str] | None, hooks: Hooks | None) -> int:
+    not_loaded = None
     if hooks is None:
-        from appd.cli.app import invocation_hooks
+        from appd.cli.app import invocation_plugins
 
         early = argparse.ArgumentParser(add_help=False)
         early.add_argument("--config")
         known, _ = early.parse_known_args(argv)
-        hooks = invocation_hooks(known.config)
+        hooks, not_loaded = invocation_plugins(known.config)
     parser = build_parser(hooks if hooks is not None else load_hooks())
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit:
+        if not_loaded is not None:  # --help, or a command a configured plugin would add
+            print(
+                f"appd: note: the configuration's plugins are not loaded: {not_loaded}",
+                file=sys.stderr,
+            )
+        raise
     args.hooks = hooks
     handler: Command | None = getattr(args, "handler", None)
     if handler is None:
@@ -325,6 +334,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                 f"  uptime={uptime}  restarts={proc['restarts']}  requests={proc['requests']}"
                 f"  heartbeat={heartbeat}"
             )
+    for name in status.get("disabled", []):
+        print(f"  {name}: disabled  (not running: connections refused)")
     _print_capacities(status["capacities"])
     return EXIT_OK
 

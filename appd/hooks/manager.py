@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import sys
 import traceback
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -427,14 +428,20 @@ def configured_hooks(raw: RawConfig | None = None, *, plugins: Iterable[object] 
     setting, then the installed entry points.
 
     :param raw: the configuration as read (default: the one :func:`appd.config.read_config`
-        finds from the working directory and ``APPD_CONFIG``).
+        finds from the working directory and ``APPD_CONFIG``).  Its directory is put on
+        ``sys.path`` first, so a plugin module beside the configuration file imports.
     :raises ConfigurationError: the configuration cannot be read, or a configured plugin
         cannot be imported.
     """
     if raw is None:
         raw = read_config()
     chosen = list(plugins)
-    for spec in raw.plugin_modules():
+    specs = raw.plugin_modules()
+    if specs and str(raw.base_dir) not in sys.path:
+        # Plugins beside the configuration import as its services do, whatever the working
+        # directory and however appd was started (console script or ``python -m appd``).
+        sys.path.insert(0, str(raw.base_dir))
+    for spec in specs:
         plugin = import_plugin(spec, raw.source)
         if not any(plugin is known for known in chosen):
             chosen.append(plugin)

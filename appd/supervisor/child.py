@@ -16,12 +16,18 @@ from typing import Any
 
 from appd.config import AppdConfig
 from appd.hooks import Hooks
-from appd.logging import configure_logging, get_logger, set_log_fields
+from appd.logging import StdioRecords, configure_logging, get_logger, set_log_fields
 from appd.runtime import quit_requested
 from appd.service import AppServiceBase, SecureSocketAppService
 from appd.supervisor.scoreboard import Scoreboard, SlotState
 
-__all__ = ["HEARTBEAT_SECONDS", "ProcessBoard", "configure_process_logging", "serve_process"]
+__all__ = [
+    "HEARTBEAT_SECONDS",
+    "ProcessBoard",
+    "configure_process_logging",
+    "finish_process_output",
+    "serve_process",
+]
 
 #: How often a service process without a serving loop of its own (``run()``) beats.
 HEARTBEAT_SECONDS = 0.5
@@ -37,7 +43,20 @@ def configure_process_logging(config: AppdConfig, service: str | None, worker: i
         set_log_fields(service=service, worker=worker)
         role = f"{service}[{worker}]"
     renderer: Any = None if config.log_format == "auto" else config.log_format
-    configure_logging(role, renderer=renderer, level=config.log_level.upper())
+    stream = None
+    if service is not None:
+        # What the service prints becomes records too, with the same fields.
+        stream = _STDIO.start()
+    configure_logging(role, renderer=renderer, level=config.log_level.upper(), stream=stream)
+
+
+#: The service process's captured standard output and error (see :func:`finish_process_output`).
+_STDIO = StdioRecords()
+
+
+def finish_process_output() -> None:
+    """At the end of a service process: the last lines it printed are logged."""
+    _STDIO.stop()
 
 
 class ProcessBoard:
@@ -112,8 +131,11 @@ def serve_process(
         try:
             service.teardown()
         finally:
-            if quit_requested():
-                hooks.appd_quit(reason="signal")
+            try:
+                if quit_requested():
+                    hooks.appd_quit(reason="signal")
+            finally:
+                finish_process_output()
 
 
 def _run_with_heartbeat(service: AppServiceBase, board: ProcessBoard) -> None:

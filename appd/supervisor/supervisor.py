@@ -205,6 +205,8 @@ class Supervisor:
         self._last_status = 0.0
         self._status_dirty = True
         self._reloads = 0
+        self._reload_failures = 0
+        self._last_reload_error: str | None = None
         self._reload_steps: dict[str, _Step] = {}
         self._reload_queue: dict[str, deque[int]] = {}
         self._reloading = False
@@ -527,6 +529,12 @@ class Supervisor:
                 error=str(exc),
                 exc_info=not isinstance(exc, AppdError),
             )
+            # Nothing is replaced: a deploy that does not load costs no process and no restart.
+            self._reload_failures += 1
+            self._last_reload_error = str(exc)
+            self._reload_queue = {}
+            return
+        self._last_reload_error = None
         self._reload_queue = {
             entry.name: deque(i for i, s in enumerate(entry.workers) if s not in fresh)
             for entry in self.services.values()
@@ -617,7 +625,8 @@ class Supervisor:
                 del self._reload_steps[name]
         if not self._reload_queue and not self._reload_steps:
             self._reloading = False
-            self._reloads += 1
+            if self._last_reload_error is None:  # a reload that did not load is not counted
+                self._reloads += 1
             self._state = "running"
             self._status_dirty = True
             _log.info("reload finished")
@@ -738,8 +747,23 @@ class Supervisor:
             "started_at": self._started_at,
             "uptime": round(now - self._started_at, 3),
             "reloads": self._reloads,
+            "reload_failures": self._reload_failures,
+            "last_reload_error": self._last_reload_error,
             "services": services,
+            "disabled": self._disabled(services),
         }
+
+    def _disabled(self, running: dict[str, Any]) -> list[str]:
+        """Services the configuration names but does not run (``enabled = false``, or left out
+        of the top-level ``enabled`` list): nothing listens for them, so their clients are
+        refused at once."""
+        config = self.config
+        return sorted(
+            name
+            for name, table in config.services.items()
+            if name not in running
+            and (not table.enabled or (config.enabled is not None and name not in config.enabled))
+        )
 
     def write_status(self) -> None:
         """Write the status file (atomically, if there is one) and fire ``appd_status``."""

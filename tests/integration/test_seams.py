@@ -83,13 +83,11 @@ def _env(root: Path) -> dict[str, str]:
     return env
 
 
-def _appd(
-    root: Path, *args: str, timeout: float = 60, path: Path | None = None
-) -> subprocess.CompletedProcess[str]:
+def _appd(root: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "appd", *args],
         cwd=root,
-        env=_env(path or root),
+        env=_env(root),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -133,11 +131,33 @@ def test_a_plugin_named_only_in_the_configuration_adds_a_subcommand(tmp_path: Pa
     assert "say hello from a configured plugin" in helped.stdout
     greeted = _appd(tmp_path, "greet")
     assert (greeted.returncode, greeted.stdout) == (0, "hello from greet\n")
-    # Named through --config from elsewhere, it is found as well.
+
+
+def test_the_console_script_finds_a_plugin_beside_the_configuration(tmp_path: Path) -> None:
+    (tmp_path / "greet_plugin.py").write_text(COMMAND_PLUGIN)
+    (tmp_path / "appd.toml").write_text('plugins = ["greet_plugin"]\n')
+    script = str(Path(sys.executable).with_name("appd"))
+    env = dict(os.environ)
+    env.pop("APPD_CONFIG", None)
+    env.pop("PYTHONPATH", None)
+    here = subprocess.run(
+        [script, "greet"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert (here.returncode, here.stdout) == (0, "hello from greet\n"), here.stderr
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    other = _appd(elsewhere, "--config", str(tmp_path / "appd.toml"), "--help", path=tmp_path)
-    assert "greet" in other.stdout
+    there = subprocess.run(
+        [script, "--config", str(tmp_path / "appd.toml"), "--help"],
+        cwd=elsewhere, env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert "say hello from a configured plugin" in there.stdout, there.stderr
+
+
+def test_a_plugin_that_cannot_load_is_named_when_its_command_is_missing(tmp_path: Path) -> None:
+    (tmp_path / "appd.toml").write_text('plugins = ["no_such_plugin"]\n')
+    done = _appd(tmp_path, "greet")
+    assert done.returncode == 2
+    assert "plugins: cannot load 'no_such_plugin'" in done.stderr
 
 
 def _project(root: Path, table: str) -> Path:
@@ -166,7 +186,7 @@ def test_a_bad_service_setting_is_one_error_naming_the_file_and_the_key(
     expected = "appd.toml: services.echo.concurrency: expected a positive integer, got 0"
     output = done.stdout + done.stderr
     assert expected in output
-    assert output.count("concurrency") == 1 + (command == ("run",))  # once (+ the log line)
+    assert output.count("concurrency") == 1
     assert "Traceback" not in output
 
 

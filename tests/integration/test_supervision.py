@@ -245,7 +245,11 @@ def check_service_logs(project: Project, records: list[dict[str, Any]], raw: str
     failed = [r for r in records if r.get("event") == "authentication failed"]
     assert len(failed) == 2
     assert all(r["service"] == "alpha" and r["pid"] == pid for r in failed)
-    assert "printed by the handler" in raw
+    printed = [r for r in records if "printed by the handler" in str(r.get("event"))]
+    assert len(printed) == 1, raw[-3000:]
+    assert printed[0]["stream"] == "stdout" and printed[0]["logger"] == "appd.output"
+    assert printed[0]["service"] == "alpha" and printed[0]["worker"] == 0
+    assert printed[0]["pid"] == pid
 
 
 def provoke_logs(project: Project) -> None:
@@ -526,3 +530,46 @@ def test_the_supervisor_serves_on_a_listener_a_plugin_gives_and_fires_its_hooks(
     ]
     states = {c["kwargs"]["state"] for c in project.hook_calls("appd_status")}
     assert {"'running'", "'reloading'"} <= states
+
+
+def test_a_reload_that_does_not_load_replaces_nothing_and_says_why(project: Project) -> None:
+    project.write_config({"alpha": {"processes": 2}})
+    assert project.appd("start").returncode == 0
+    try:
+        before = sorted(project.pids("alpha"))
+        project.write_config({"alpha": {"processes": 2, "concurrency": 0}})
+        reloaded = project.appd("reload")
+        assert reloaded.returncode == 1
+        assert "services.alpha.concurrency: expected a positive integer, got 0" in (
+            reloaded.stderr
+        )
+        status = project.status()
+        assert status["reload_failures"] == 1 and status["reloads"] == 0
+        assert "services.alpha.concurrency" in status["last_reload_error"]
+        assert status["services"]["alpha"]["restarts"] == 0
+        assert sorted(project.pids("alpha")) == before
+        with project.client("alpha") as client:
+            assert client.call("pid") in before
+        project.write_config({"alpha": {"processes": 2}})
+        assert project.appd("reload").returncode == 0
+        fixed = project.status()
+        assert fixed["reloads"] == 1 and fixed["last_reload_error"] is None
+    finally:
+        assert project.appd("stop").returncode == 0
+
+
+def test_a_disabled_service_is_in_the_status_and_refused_at_once(project: Project) -> None:
+    project.write_config({"alpha": {}, "beta": {"enabled": False}})
+    assert project.appd("start").returncode == 0
+    try:
+        status = project.status()
+        assert status["disabled"] == ["beta"] and "beta" not in status["services"]
+        started = time.monotonic()
+        with pytest.raises(ConnectFailed), project.client("beta") as client:
+            client.call("pid")
+        assert time.monotonic() - started < 0.1
+        assert "beta: disabled  (not running: connections refused)" in (
+            project.appd("status").stdout
+        )
+    finally:
+        assert project.appd("stop").returncode == 0
