@@ -1,4 +1,5 @@
-"""Development sessions: ``nox`` runs lint, typecheck and tests; ``nox -s bench`` the benchmark."""
+"""Development sessions: ``nox`` runs lint, typecheck, tests and the stress suites;
+``nox -s bench`` the benchmark."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.sessions = ["lint", "typecheck", "tests", "stress"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = False
 
@@ -18,6 +19,14 @@ def tests(session: nox.Session) -> None:
     """Install appd for real (entry points through real metadata) and run the test suite."""
     session.install(".[test]")
     session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def stress(session: nox.Session) -> None:
+    """The stress, chaos and fuzz suites against real service processes (a few minutes; the
+    figures they print are the ones docs/reliability.md reports)."""
+    session.install(".[test]")
+    session.run("pytest", "tests/stress", "-p", "no:cacheprovider", "-s", *session.posargs)
 
 
 @nox.session(python=PYTHON)

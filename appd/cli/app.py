@@ -24,6 +24,7 @@ from appd.errors import AppdError, ConfigurationError
 from appd.hooks import Hooks, configured_hooks
 from appd.logging import configure_logging, get_logger
 from appd.service import AppServiceBase
+from appd.transport.crypto import human_key_reason
 
 __all__ = [
     "FRAMEWORK_SOURCES",
@@ -515,12 +516,15 @@ def plugin_rows(hooks: Hooks) -> tuple[list[list[str]], list[tuple[str, str]]]:
     return loaded, failed
 
 
-def check(config_path: str | None, *, hooks: Hooks | None = None) -> tuple[list[str], list[str]]:
-    """``appd check``: problems and passed checks, without starting anything.
+def check(
+    config_path: str | None, *, hooks: Hooks | None = None
+) -> tuple[list[str], list[str], list[str]]:
+    """``appd check``: problems, passed checks and warnings (worth fixing, not failing the
+    check), without starting anything.
 
     The configuration, discovery and the services' settings are checked first
     (:func:`appd.cli.diagnosis.diagnose`: each problem a message, never a traceback); when they
-    are sound, each socket service's key strength and whether its address is free.
+    are sound, each socket service's key, whether its address is free, and each capacity.
 
     :param hooks: the invocation's plugin manager (built here when omitted).
     :raises ConfigurationError: the configuration cannot be read at all.
@@ -530,13 +534,14 @@ def check(config_path: str | None, *, hooks: Hooks | None = None) -> tuple[list[
 
     diagnosis = diagnose(config_path, hooks=hooks)
     problems = [finding.message for finding in diagnosis.findings]
+    warnings: list[str] = []
     config, found = diagnosis.config, diagnosis.services
     if config is None:
         # A configuration that cannot be read is an error, as for every other command.
         raise ConfigurationError(problems[0])
     notes = [f"configuration: {config.source or 'defaults (no configuration file)'}"]
     if found is None or problems:
-        return problems, notes
+        return problems, notes, warnings
     notes.append(f"discovery: {len(found)} service(s): {', '.join(f.name for f in found) or '-'}")
     for item in found:
         if not _enabled(config, item.name):
@@ -554,6 +559,11 @@ def check(config_path: str | None, *, hooks: Hooks | None = None) -> tuple[list[
             problems.append(
                 f"service {service.name}: key is {size} bytes; use at least "
                 f"{RECOMMENDED_KEY_BYTES} (appd keygen)"
+            )
+        elif (reason := human_key_reason(service.settings.server.psk)) is not None:
+            warnings.append(
+                f"service {service.name}: key looks chosen by a person ({reason}); a recorded "
+                "handshake lets it be guessed offline: use a generated one (appd keygen)"
             )
         try:
             listener = service.bind()
@@ -578,7 +588,7 @@ def check(config_path: str | None, *, hooks: Hooks | None = None) -> tuple[list[
         else:
             what = "slot directory usable" if capacity.is_local else "Redis answers"
             notes.append(f"capacity {name}: {backend.label}: {what}")
-    return problems, notes
+    return problems, notes, warnings
 
 
 def capacity_status(config: AppdConfig) -> dict[str, dict[str, Any]]:

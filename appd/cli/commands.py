@@ -424,9 +424,11 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from appd.cli.app import check
 
-    problems, notes = check(args.config, hooks=getattr(args, "hooks", None))
+    problems, notes, warnings = check(args.config, hooks=getattr(args, "hooks", None))
     for note in notes:
         print(f"ok: {note}")
+    for warning in warnings:
+        print(f"warning: {warning}")
     for problem in problems:
         print(f"problem: {problem}")
     return EXIT_ERROR if problems else EXIT_OK

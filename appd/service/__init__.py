@@ -2,7 +2,7 @@
 
 ``AppServiceBase`` (:mod:`appd.service.base`) is the supervised unit of work;
 ``SecureSocketAppService`` (:mod:`appd.service.secure_socket`) answers requests over wire
-protocol v1; its settings are validated once into a frozen object (:mod:`appd.service.settings`).
+protocol v2; its settings are validated once into a frozen object (:mod:`appd.service.settings`).
 The seed's ``from ... import SecureSocketAppService, SecureSocketAppClient`` works from here and
 from :mod:`appd`.
 """

@@ -1,4 +1,4 @@
-"""SecureSocketAppService: a service that answers requests over wire protocol v1.
+"""SecureSocketAppService: a service that answers requests over wire protocol v2.
 
 Subclass it, set ``host``/``port`` (or ``path``), ``key``, ``username`` and ``password`` as class
 attributes or properties, and either override :meth:`~SecureSocketAppService.handle_request`
@@ -102,6 +102,13 @@ class SecureSocketAppService(AppServiceBase):
     request_timeout: float | None = ServerSettings.request_timeout
     #: Seconds to finish in-flight requests after quit is requested.
     shutdown_grace: float = ServerSettings.shutdown_grace
+    #: Seconds a frame may take to arrive once its first byte has (then the connection closes).
+    frame_timeout: float = ServerSettings.frame_timeout
+    #: Seconds a reply may take to be written to a client that does not read (then it closes).
+    write_timeout: float = ServerSettings.write_timeout
+    #: Permissions of the Unix socket file at ``path`` (0o600: the owner only; 0o660: its group
+    #: too), whatever the umask.
+    socket_mode: int = ServerSettings.socket_mode
 
     _commands: ClassVar[dict[str, str]] = {}
 
@@ -173,7 +180,9 @@ class SecureSocketAppService(AppServiceBase):
         """Create, bind and listen on the service's address (before forking, for a supervisor
         that shares one socket among ``processes``).  Raises :class:`~appd.errors.AddressInUse`
         naming the service and the address when it is taken."""
-        return bind_listener(self.name, self.host, self.port, self.path)
+        return bind_listener(
+            self.name, self.host, self.port, self.path, socket_mode=self.socket_mode
+        )
 
     def serve(
         self,

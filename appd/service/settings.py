@@ -24,7 +24,7 @@ from typing import Any, Final
 from appd.config import SettingsReader
 from appd.errors import ConfigurationError
 from appd.transport.crypto import key_bytes
-from appd.transport.listen import format_address
+from appd.transport.listen import checked_socket_mode, format_address
 from appd.transport.server import ServerSettings
 
 __all__ = ["SOCKET_SETTINGS", "SocketServiceSettings", "build_socket_settings"]
@@ -49,6 +49,9 @@ SOCKET_SETTINGS: Final = frozenset(
         "idle_timeout",
         "request_timeout",
         "shutdown_grace",
+        "frame_timeout",
+        "write_timeout",
+        "socket_mode",
     }
 )
 
@@ -132,8 +135,20 @@ def build_socket_settings(
         shutdown_grace=_required(
             read.seconds("shutdown_grace", default.shutdown_grace, positive=False)
         ),
+        frame_timeout=_required(read.seconds("frame_timeout", default.frame_timeout)),
+        write_timeout=_required(read.seconds("write_timeout", default.write_timeout)),
+        socket_mode=_socket_mode(read, values.get("socket_mode", default.socket_mode)),
     )
     return SocketServiceSettings(name=name, host=host, port=port, path=path, server=server)
+
+
+def _socket_mode(read: SettingsReader, mode: Any) -> int:
+    try:
+        return checked_socket_mode("", mode)
+    except ConfigurationError:
+        raise read.fail(
+            "socket_mode", f"expected permission bits such as 0o600, got {mode!r}"
+        ) from None
 
 
 def _required(value: float | None) -> float:

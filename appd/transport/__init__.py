@@ -1,4 +1,4 @@
-"""The secure socket: wire protocol v1 (sans I/O), its cryptography, the server and clients.
+"""The secure socket: wire protocol v2 (sans I/O), its cryptography, the server and clients.
 
 Knows nothing of plugins or the supervisor.
 """

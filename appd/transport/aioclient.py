@@ -82,7 +82,9 @@ class AsyncSecureSocketAppClient(ClientBase):
         except OSError as exc:
             raise self._connect_failed(exc) from None
         conn = _AsyncConnection(reader, writer, self.max_frame_size)
-        handshake = self._new_handshake()
+        # The first handshake of a process derives the scrypt-stretched keys (tens of ms): off
+        # the event loop.  Later ones find them cached.
+        handshake = await asyncio.get_running_loop().run_in_executor(None, self._new_handshake)
         try:
             async with asyncio.timeout(self.connect_timeout):
                 writer.write(handshake.hello())

@@ -1,4 +1,4 @@
-"""SecureSocketAppClient: the blocking client of wire protocol v1.
+"""SecureSocketAppClient: the blocking client of wire protocol v2.
 
 Made for web workers: created at import time, it connects lazily on the first request; after a
 fork the child opens its own connection and never touches its parent's; threads share one client
@@ -169,6 +169,8 @@ class ClientBase:
     def _result(self, reply: Reply, request_id: int, reqcmd: str) -> tuple[list[Any], dict[
         str, Any
     ]]:
+        if reply.id is None and reply.error_code == "bad_request":
+            raise ProtocolError(f"{self.address} refused the request: {reply.error_message}")
         if reply.id != request_id:
             raise ProtocolError(
                 f"{self.address} answered request {reply.id} while {request_id} was pending"
@@ -232,16 +234,35 @@ class _Connection:
             self.sock.close()
 
 
+#: Pause between two connection attempts while a Unix socket's accept queue is full.
+UNIX_RETRY_INTERVAL = 0.002
+
+
+def _connect_unix(path: str, timeout: float) -> socket.socket:
+    """Connect to a Unix socket within ``timeout`` seconds.  A full accept queue makes a Unix
+    ``connect`` fail at once (EAGAIN) instead of waiting as TCP does; so it is tried again until
+    the deadline, which keeps clients getting through while the service drains a burst."""
+    deadline = time.monotonic() + timeout
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+            return sock
+        except BlockingIOError:
+            sock.close()
+            if time.monotonic() + UNIX_RETRY_INTERVAL >= deadline:
+                raise TimeoutError from None
+            time.sleep(UNIX_RETRY_INTERVAL)
+        except BaseException:
+            sock.close()
+            raise
+
+
 def _open_socket(client: ClientBase) -> socket.socket:
     try:
         if client.path:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(client.connect_timeout)
-            try:
-                sock.connect(client.path)
-            except BaseException:
-                sock.close()
-                raise
+            sock = _connect_unix(client.path, client.connect_timeout)
         else:
             assert client.host is not None and client.port is not None
             sock = socket.create_connection(

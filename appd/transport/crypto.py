@@ -1,20 +1,24 @@
-"""The cryptography of wire protocol v1: key handling, key derivation, sealing and opening.
+"""The cryptography of wire protocol v2: key handling, key derivation, sealing and opening.
 
-Construction (justified in docs/protocol.md): HKDF-SHA256 over the pre-shared key, salted with
-both sides' 32-byte nonces, yields four 32-byte keys: an AES-256 key and an HMAC key for each
-direction.  Each direction keeps *one* AES-256-CTR cipher object for the whole session, so the
-keystream simply continues from frame to frame; a frame is ``ciphertext || tag`` where the tag is
-HMAC-SHA256 over the 8-byte sequence number and the ciphertext (encrypt-then-MAC).  The receiver
-checks the tag in constant time before it decrypts anything; a failed check kills the session.
+Construction (justified in docs/protocol.md): the pre-shared key and each user's password are
+first stretched with scrypt (memory-hard, :data:`SCRYPT_N` and friends), once per process and
+key; HKDF-SHA256 over the stretched pre-shared key, salted with both sides' 32-byte nonces,
+yields four 32-byte keys: an AES-256 key and an HMAC key for each direction.  Each direction
+keeps *one* AES-256-CTR cipher object for the whole session, so the keystream simply continues
+from frame to frame; a frame is ``ciphertext || tag`` where the tag is HMAC-SHA256 over the
+8-byte sequence number and the ciphertext (encrypt-then-MAC).  The receiver checks the tag in
+constant time before it decrypts anything; a failed check kills the session.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
+import math
 import secrets
 import struct
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, cast
 
 from Crypto.Cipher import AES
 from Crypto.Hash import SHA256
@@ -30,6 +34,9 @@ except ImportError:  # pragma: no cover
 __all__ = [
     "MIN_KEY_BYTES",
     "NONCE_BYTES",
+    "SCRYPT_N",
+    "SCRYPT_P",
+    "SCRYPT_R",
     "TAG_BYTES",
     "DirectionKeys",
     "Opener",
@@ -37,9 +44,12 @@ __all__ = [
     "SessionKeys",
     "derive_session_keys",
     "generate_key",
+    "human_key_reason",
     "key_bytes",
     "new_nonce",
+    "password_key",
     "password_proof",
+    "stretch_key",
 ]
 
 #: Shortest pre-shared key accepted, in bytes (the seed's 16-character keys qualify).
@@ -49,8 +59,16 @@ NONCE_BYTES: Final = 32
 #: Length of the HMAC-SHA256 tag that ends every sealed frame.
 TAG_BYTES: Final = 32
 
-_KDF_INFO: Final = b"appd v1 session keys"
-_PROOF_LABEL: Final = b"appd v1 password proof"
+_KDF_INFO: Final = b"appd v2 session keys"
+_PSK_SALT: Final = b"appd v2 pre-shared key"
+_PASSWORD_SALT: Final = b"appd v2 password"
+#: scrypt cost parameters for the pre-shared key and every password: 2**14 blocks of 1 KiB
+#: (16 MiB of memory, about 35 ms of CPU per derivation on the reference machine).  Paid once per
+#: key and process, never per connection or request; an offline guess pays it every time.
+SCRYPT_N: Final = 2**14
+SCRYPT_R: Final = 8
+SCRYPT_P: Final = 1
+_SCRYPT_MAXMEM: Final = 64 * 1024 * 1024
 #: A frame's sequence number as it enters the MAC: 8 bytes, big-endian.
 _SEQ: Final = struct.Struct(">Q")
 
@@ -106,9 +124,41 @@ class SessionKeys(NamedTuple):
         return "SessionKeys(<secret>)"
 
 
-def derive_session_keys(psk: bytes, client_nonce: bytes, server_nonce: bytes) -> SessionKeys:
-    """HKDF-SHA256(psk, salt = client nonce || server nonce) split into the session's keys."""
-    okm = HKDF(psk, 160, client_nonce + server_nonce, SHA256, context=_KDF_INFO)
+def _scrypt(secret: bytes, salt: bytes) -> bytes:
+    return hashlib.scrypt(
+        secret, salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, maxmem=_SCRYPT_MAXMEM, dklen=32
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def stretch_key(psk: bytes) -> bytes:
+    """The pre-shared key stretched with scrypt: the input of every session's HKDF.
+
+    Without it, one sealed reply from the service (anyone may connect) would let a guess at a
+    human-chosen key be checked offline with one HKDF.  Cached: each key is stretched once per
+    process, whatever the number of clients, connections and requests.
+    """
+    return _scrypt(psk, _PSK_SALT)
+
+
+@functools.lru_cache(maxsize=256)
+def password_key(stretched_psk: bytes, username: str, password: str) -> bytes:
+    """The key a user's password proofs are made with: scrypt of the password, salted with the
+    deployment's stretched key and the username (so no table of guesses serves two users or two
+    deployments).  Cached per process: a client pays it on its first connection only, and the
+    service for each user when it starts serving."""
+    salt = hashlib.sha256(
+        _PASSWORD_SALT + stretched_psk + username.encode("utf-8")
+    ).digest()
+    return _scrypt(password.encode("utf-8"), salt)
+
+
+def derive_session_keys(
+    stretched_psk: bytes, client_nonce: bytes, server_nonce: bytes
+) -> SessionKeys:
+    """HKDF-SHA256(stretched psk, salt = client nonce || server nonce) split into the session's
+    keys (``stretched_psk`` is :func:`stretch_key` of the pre-shared key)."""
+    okm = HKDF(stretched_psk, 160, client_nonce + server_nonce, SHA256, context=_KDF_INFO)
     assert isinstance(okm, bytes)
     return SessionKeys(
         client_to_server=DirectionKeys(okm[0:32], okm[32:64]),
@@ -117,16 +167,52 @@ def derive_session_keys(psk: bytes, client_nonce: bytes, server_nonce: bytes) ->
     )
 
 
-def password_proof(auth_key: bytes, transcript: bytes, username: str, password: str) -> bytes:
-    """HMAC-SHA256 proving knowledge of ``password`` for this very handshake.
+def password_proof(auth_key: bytes, transcript: bytes, username: str, pw_key: bytes) -> bytes:
+    """HMAC-SHA256 proving knowledge of the password for this very handshake.
 
-    The password itself never travels: the proof is keyed by a hash of it and covers the
-    session's auth key, the transcript hash and the username.
+    The password itself never travels: the proof is keyed by its :func:`password_key` and covers
+    the session's auth key, the transcript hash and the username.
     """
-    pw_key = hashlib.sha256(_PROOF_LABEL + password.encode("utf-8")).digest()
-    return hmac.digest(
-        pw_key, auth_key + transcript + username.encode("utf-8"), "sha256"
-    )
+    return hmac.digest(pw_key, auth_key + transcript + username.encode("utf-8"), "sha256")
+
+
+#: A key ``appd keygen`` makes: 43 characters of URL-safe base64 (256 random bits).
+_GENERATED_KEY_CHARS: Final = 43
+_MIN_KEY_BITS: Final = 128
+
+
+def human_key_reason(key: str | bytes) -> str | None:
+    """Why ``key`` looks chosen by a person rather than generated (None when it looks random).
+
+    A heuristic for ``appd check``: a generated key is long, uses many distinct characters of
+    several classes and holds no spaces; a passphrase, a word with digits or a repeated pattern
+    does not.  The estimate is deliberately rough: it flags the keys an offline guesser tries
+    first.  Never echoes the key.
+    """
+    text = key.decode("latin-1") if isinstance(key, bytes | bytearray) else str(key)
+    if isinstance(key, bytes | bytearray) and any(not 32 <= b < 127 for b in key):
+        if len(key) < MIN_KEY_BYTES * 2:
+            return f"it is {len(key)} bytes long (generated keys hold 32 random bytes)"
+        return "it repeats few distinct bytes" if len(set(key)) < len(key) // 3 else None
+    if len(text) < _GENERATED_KEY_CHARS - 11:
+        return f"it is {len(text)} characters long (generated keys have {_GENERATED_KEY_CHARS})"
+    if any(c.isspace() for c in text):
+        return "it contains spaces, like a passphrase"
+    if len(set(text)) < min(len(text) // 3, 14):
+        return "it repeats few distinct characters"
+    alphabet = 0
+    for chars in ("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "0123456789"):
+        if any(c in chars for c in text):
+            alphabet += len(chars)
+    if any(not c.isalnum() for c in text):
+        alphabet += 32
+    if len(text) * math.log2(max(alphabet, 2)) < _MIN_KEY_BITS:
+        return "it draws on too few kinds of characters"
+    if sum(c.isupper() for c in text) * 8 < sum(c.islower() for c in text) and sum(
+        c.isdigit() for c in text
+    ) * 8 < len(text):
+        return "it reads like words (few capitals or digits)"
+    return None
 
 
 def _ctr(key: bytes) -> Any:
@@ -147,6 +233,8 @@ def _keyed_hmac(key: bytes) -> Any:
 #: much as the AES of several KiB): small frames XOR with buffered keystream instead.
 KEYSTREAM_CHUNK: Final = 8 * 1024
 _ZEROS: Final = bytes(KEYSTREAM_CHUNK)
+#: Frames from this size on are opened without copying their ciphertext.
+_LARGE_FRAME: Final = 64 * 1024
 
 
 class _Keystream:
@@ -181,12 +269,15 @@ class _Keystream:
         self._buf, self._pos = b"", 0
         if len(data) - len(left) >= KEYSTREAM_CHUNK // 2:
             # A large frame: the buffered rest, then straight through the cipher object.
+            # One output buffer, written in place: a 16 MiB frame costs one 16 MiB allocation,
+            # not three.  (A bytearray: every caller takes any bytes-like object.)
             head = len(left)
-            out = (
+            out = bytearray(len(data))
+            out[:head] = (
                 int.from_bytes(data[:head], "little") ^ int.from_bytes(left, "little")
             ).to_bytes(head, "little")
-            rest: bytes = self._cipher.encrypt(memoryview(data)[head:])
-            return out + rest
+            self._cipher.encrypt(memoryview(data)[head:], output=memoryview(out)[head:])
+            return cast(bytes, out)  # read-only by every caller, as bytes would be
         self._buf = left + self._cipher.encrypt(_ZEROS)
         return self.xor(data)
 
@@ -233,9 +324,14 @@ class Opener:
         if len(body) < TAG_BYTES:
             self._broken = True
             raise ProtocolError("sealed frame shorter than its authentication tag")
-        ct = body[:-TAG_BYTES]
         mac = self._mac.copy()
-        mac.update(_SEQ.pack(self.seq) + ct)
+        if len(body) < _LARGE_FRAME:
+            ct = body[:-TAG_BYTES]
+            mac.update(_SEQ.pack(self.seq) + ct)
+        else:  # no copies of a large frame: a view, and the MAC fed in two parts
+            ct = memoryview(body)[:-TAG_BYTES]  # type: ignore[assignment]
+            mac.update(_SEQ.pack(self.seq))
+            mac.update(ct)
         if not hmac.compare_digest(mac.digest(), body[-TAG_BYTES:]):
             self._broken = True
             raise ProtocolError(

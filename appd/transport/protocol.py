@@ -1,4 +1,4 @@
-"""Wire protocol v1, sans I/O: frames, the handshake, sealed sessions and message bodies.
+"""Wire protocol v2, sans I/O: frames, the handshake, sealed sessions and message bodies.
 
 Nothing here touches a socket.  Callers feed received bytes in and write the bytes these objects
 return; so the whole protocol is testable with plain byte strings (see docs/protocol.md).
@@ -10,7 +10,9 @@ Frames are a 4-byte big-endian length and a body.  The handshake::
     client -> server   sealed #0: msgpack {"user": username, "proof": HMAC proof}
     server -> client   sealed #0: msgpack {"ok": true} or {"ok": false}, then close
 
-and afterwards every frame is sealed (see :mod:`appd.transport.crypto`).
+and afterwards every frame is sealed (see :mod:`appd.transport.crypto`).  The server hello costs
+the service no key derivation: HKDF runs only once an authentication frame has arrived, so a
+flood of hellos is cheap to answer or refuse.
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ from appd.transport.crypto import (
     Sealer,
     derive_session_keys,
     new_nonce,
+    password_key,
     password_proof,
+    stretch_key,
 )
 
 __all__ = [
@@ -43,8 +47,11 @@ __all__ = [
     "STATUS_OK",
     "STATUS_UNSUPPORTED_VERSION",
     "VERSION",
+    "MAX_NESTING",
     "BadRequest",
     "ClientHandshake",
+    "ServerCredentials",
+    "UnsupportedVersion",
     "FrameDecoder",
     "Reply",
     "RequestBody",
@@ -52,6 +59,7 @@ __all__ = [
     "Session",
     "decode_reply",
     "decode_request",
+    "max_objects",
     "encode_bye",
     "encode_error",
     "encode_frame",
@@ -62,7 +70,7 @@ __all__ = [
 ]
 
 MAGIC: Final = b"APPD"
-VERSION: Final = 1
+VERSION: Final = 2
 HEADER: Final = struct.Struct(">I")
 #: Largest frame body accepted unless a service or client says otherwise (16 MiB).
 DEFAULT_MAX_FRAME_SIZE: Final = 16 * 1024 * 1024
@@ -75,8 +83,10 @@ _CLIENT_HELLO_LEN: Final = len(MAGIC) + 1 + NONCE_BYTES
 _SERVER_HELLO_LEN: Final = len(MAGIC) + 2 + NONCE_BYTES
 #: The one message for every authentication failure: it must not say which part was wrong.
 AUTH_FAILED_MESSAGE: Final = "authentication failed: wrong key, username or password"
-# Compared against when the username is unknown, so that case costs the same as a bad password.
-_DUMMY_PASSWORD: Final = "appd-no-such-user"
+#: Deepest nesting of arrays and maps a message may have (msgpack's own parser stack).
+MAX_NESTING: Final = 1024
+#: The smallest object budget (see :func:`max_objects`).
+_MIN_OBJECT_BUDGET: Final = 64 * 1024
 
 _pack_header = HEADER.pack
 _unpackb = msgpack.unpackb
@@ -97,11 +107,68 @@ def pack(obj: Any) -> bytes:
     return data
 
 
-def unpack(data: bytes) -> Any:
-    """Inverse of :func:`pack`; raises :class:`ProtocolError` for malformed msgpack."""
+def max_objects(max_frame_size: int) -> int:
+    """How many objects (containers, and the items in them) one message may decode to.
+
+    One per 64 bytes of ``max_frame_size`` (262,144 at the default 16 MiB), and never fewer than
+    65,536: the decoded message then stays within a small multiple of the frame size (an empty
+    map costs Python 64 bytes, a list slot 8), where an unbounded decode of 16 MiB of empty maps
+    would take over a GiB.
+    """
+    return max(max_frame_size // 64, _MIN_OBJECT_BUDGET)
+
+
+class _TooManyObjects(Exception):
+    pass
+
+
+class _Budget:
+    """Counts decoded containers and their items (msgpack calls the hooks as each container is
+    complete) and stops the decode as soon as the budget is spent."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, limit: int) -> None:
+        self.left = limit
+
+    def on_list(self, value: list[Any]) -> list[Any]:
+        self.left -= len(value) + 1
+        if self.left < 0:
+            raise _TooManyObjects
+        return value
+
+    def on_map(self, value: dict[Any, Any]) -> dict[Any, Any]:
+        self.left -= 2 * len(value) + 1
+        if self.left < 0:
+            raise _TooManyObjects
+        return value
+
+
+def unpack(data: bytes, limit: int = _MIN_OBJECT_BUDGET) -> Any:
+    """Inverse of :func:`pack`, bounded: at most ``limit`` objects, no container longer than
+    ``limit``, no extension types, at most :data:`MAX_NESTING` levels.  Raises
+    :class:`ProtocolError` for malformed or refused msgpack."""
     try:
-        return _unpackb(data)  # raw=False (str stays str) is msgpack >= 1.0's default
+        if len(data) <= limit:  # each object takes a byte: about ``limit`` at most, uncounted
+            return _unpackb(data, max_ext_len=0)  # raw=False is msgpack >= 1.0's default
+        budget = _Budget(limit)
+        return _unpackb(
+            data,
+            max_ext_len=0,
+            max_array_len=limit,
+            max_map_len=limit,
+            list_hook=budget.on_list,
+            object_hook=budget.on_map,
+        )
+    except _TooManyObjects:
+        raise ProtocolError(f"message decodes to more than {limit} objects") from None
+    except msgpack.StackError:
+        raise ProtocolError(f"message nested deeper than {MAX_NESTING} levels") from None
     except Exception as exc:  # msgpack raises several unrelated types
+        if "max_ext_len" in str(exc):
+            raise ProtocolError("msgpack extension types are not accepted") from None
+        if "max_array_len" in str(exc) or "max_map_len" in str(exc):
+            raise ProtocolError(f"message holds a container of more than {limit} items") from None
         raise ProtocolError(f"malformed message body ({type(exc).__name__})") from None
 
 
@@ -160,8 +227,11 @@ class FrameDecoder:
         end = 4 + length
         if len(buf) < end:
             return None
-        body = bytes(buf[4:end])
-        del buf[:end]
+        body = bytes(memoryview(buf)[4:end])  # one copy, not a slice and then a copy
+        if len(buf) == end:
+            self._buf = bytearray()  # not ``del``: that keeps the whole allocation of a big frame
+        else:
+            del buf[:end]
         return body
 
 class Session:
@@ -190,22 +260,41 @@ def _transcript(client_hello: bytes, server_hello: bytes) -> bytes:
     return hashlib.sha256(client_hello + server_hello).digest()
 
 
+class UnsupportedVersion(ProtocolError):
+    """A client hello of another protocol version; :attr:`reply` is the status-2 server hello
+    to send before closing."""
+
+    def __init__(self, version: int) -> None:
+        super().__init__(f"client speaks protocol version {version}, not {VERSION}")
+        self.reply = encode_frame(
+            MAGIC + bytes([VERSION, STATUS_UNSUPPORTED_VERSION]) + bytes(NONCE_BYTES)
+        )
+
+
 def _parse_client_hello(body: bytes) -> bytes:
-    if len(body) != _CLIENT_HELLO_LEN or body[:4] != MAGIC:
+    if len(body) < 5 or body[:4] != MAGIC:
+        raise ProtocolError("not an appd client hello")
+    if body[4] != VERSION:
+        raise UnsupportedVersion(body[4])
+    if len(body) != _CLIENT_HELLO_LEN:
         raise ProtocolError("not an appd client hello")
     return body[5:]
 
 
 class ClientHandshake:
     """The client's side of the handshake: :meth:`hello`, then :meth:`on_server_hello`, then
-    :meth:`on_auth_result`, which returns the :class:`Session`."""
+    :meth:`on_auth_result`, which returns the :class:`Session`.
+
+    The scrypt-stretched keys come from per-process caches: only the first handshake of a
+    process for a given key, user and password pays for them.
+    """
 
     def __init__(
         self, psk: bytes, username: str, password: str, *, nonce: bytes | None = None
     ) -> None:
-        self._psk = psk
+        self._psk = stretch_key(psk)
         self._username = username
-        self._password = password
+        self._pw_key = password_key(self._psk, username, password)
         self._nonce = nonce if nonce is not None else new_nonce()
         self._hello = MAGIC + bytes([VERSION]) + self._nonce
         self._session: Session | None = None
@@ -221,7 +310,7 @@ class ClientHandshake:
         """Check the server hello; return the sealed authentication frame to send.
 
         Raises :class:`ServiceBusy` when the service is at its connection limit and
-        :class:`ProtocolError` for anything that is not a v1 server hello.
+        :class:`ProtocolError` for anything that is not a server hello of this version.
         """
         if len(body) != _SERVER_HELLO_LEN or body[:4] != MAGIC:
             raise ProtocolError("the peer did not answer with an appd server hello")
@@ -234,7 +323,7 @@ class ClientHandshake:
         keys = derive_session_keys(self._psk, self._nonce, body[6:])
         self._session = Session(Sealer(keys.client_to_server), Opener(keys.server_to_client))
         proof = password_proof(
-            keys.auth, _transcript(self._hello, body), self._username, self._password
+            keys.auth, _transcript(self._hello, body), self._username, self._pw_key
         )
         return self._session.seal_frame(pack({"user": self._username, "proof": proof}))
 
@@ -252,6 +341,28 @@ class ClientHandshake:
         return self._session
 
 
+class ServerCredentials:
+    """What a service checks handshakes against: its stretched pre-shared key and each user's
+    password key, derived once (scrypt: tens of milliseconds per user) when the service starts
+    serving, never per connection."""
+
+    __slots__ = ("_dummy", "_keys", "psk")
+
+    def __init__(self, psk: bytes, users: Mapping[str, str]) -> None:
+        self.psk = stretch_key(psk)
+        self._keys = {user: password_key(self.psk, user, pw) for user, pw in users.items()}
+        # An unknown user's proof is checked against a random key: the same work as a known one.
+        self._dummy = new_nonce()
+
+    def key_for(self, user: str) -> tuple[bytes, bool]:
+        """The password key to check ``user``'s proof with, and whether the user exists."""
+        key = self._keys.get(user)
+        return (self._dummy, False) if key is None else (key, True)
+
+    def __repr__(self) -> str:
+        return f"<ServerCredentials users={len(self._keys)}>"
+
+
 class AuthOutcome(NamedTuple):
     """What the server learns from the authentication frame."""
 
@@ -263,18 +374,27 @@ class AuthOutcome(NamedTuple):
     username: str | None
 
 
+#: Stands in for an authentication frame that failed to open, so that a wrong pre-shared key
+#: costs the service the same decode and proof check as a wrong password.
+_UNOPENED_AUTH: Final = msgpack.packb({"user": "", "proof": bytes(32)}, use_bin_type=True)
+
+
 class ServerHandshake:
     """The service's side: :meth:`on_client_hello`, then :meth:`on_auth`."""
 
     def __init__(
-        self, psk: bytes, users: Mapping[str, str], *, nonce: bytes | None = None
+        self,
+        credentials: ServerCredentials | bytes,
+        users: Mapping[str, str] | None = None,
+        *,
+        nonce: bytes | None = None,
     ) -> None:
-        self._psk = psk
-        self._users = users
+        if not isinstance(credentials, ServerCredentials):
+            credentials = ServerCredentials(credentials, users or {})
+        self._credentials = credentials
         self._nonce = nonce if nonce is not None else new_nonce()
+        self._client_nonce = b""
         self._transcript: bytes | None = None
-        self._auth_key = b""
-        self._session: Session | None = None
 
     def __repr__(self) -> str:
         return "<ServerHandshake>"
@@ -285,44 +405,49 @@ class ServerHandshake:
         return encode_frame(MAGIC + bytes([VERSION, STATUS_BUSY]) + bytes(NONCE_BYTES))
 
     def on_client_hello(self, body: bytes) -> bytes:
-        """Check the client hello; return the server hello frame.
+        """Check the client hello; return the server hello frame.  No key is derived yet.
 
-        :class:`ProtocolError` for anything that is not an appd hello (the caller closes).
+        :class:`UnsupportedVersion` for an appd hello of another version (send its ``reply``,
+        then close); :class:`ProtocolError` for anything else that is not an appd hello.
         """
-        client_nonce = _parse_client_hello(body)
-        if body[4] != VERSION:
-            raise ProtocolError(f"client speaks protocol version {body[4]}, not {VERSION}")
+        self._client_nonce = _parse_client_hello(body)
         hello = MAGIC + bytes([VERSION, STATUS_OK]) + self._nonce
-        keys = derive_session_keys(self._psk, client_nonce, self._nonce)
-        self._session = Session(Sealer(keys.server_to_client), Opener(keys.client_to_server))
         self._transcript = _transcript(body, hello)
-        self._auth_key = keys.auth
         return encode_frame(hello)
 
     def on_auth(self, body: bytes) -> AuthOutcome:
-        """Verify the authentication frame in constant time; never raises for bad credentials."""
-        session, transcript = self._session, self._transcript
-        if session is None or transcript is None:
+        """Derive the session keys and verify the authentication frame; never raises for bad
+        credentials.  Every failure (wrong key, unknown user, wrong password, garbage) does the
+        same work and gets the same sealed ``{"ok": false}``."""
+        transcript = self._transcript
+        if transcript is None:
             raise ProtocolError("authentication frame before the client hello")
-        user = self._check_credentials(session, transcript, body)
-        if user is None:
-            return AuthOutcome(None, session.seal_frame(pack({"ok": False})), None)
-        return AuthOutcome(session, session.seal_frame(pack({"ok": True})), user)
-
-    def _check_credentials(self, session: Session, transcript: bytes, body: bytes) -> str | None:
+        keys = derive_session_keys(self._credentials.psk, self._client_nonce, self._nonce)
+        session = Session(Sealer(keys.server_to_client), Opener(keys.client_to_server))
         try:
-            message = unpack(session.open(body))
+            plaintext, opened = session.open(body), True
         except ProtocolError:
-            return None  # wrong key (or garbage): indistinguishable from a bad password
-        if not isinstance(message, dict):
-            return None
-        user, proof = message.get("user"), message.get("proof")
-        if not isinstance(user, str) or not isinstance(proof, bytes):
-            return None
-        known = user in self._users
-        password = self._users[user] if known else _DUMMY_PASSWORD
-        expected = password_proof(self._auth_key, transcript, user, password)
-        return user if hmac.compare_digest(expected, proof) and known else None
+            plaintext, opened = _UNOPENED_AUTH, False
+        user, proof = _auth_fields(plaintext)
+        pw_key, known = self._credentials.key_for(user)
+        expected = password_proof(keys.auth, transcript, user, pw_key)
+        if hmac.compare_digest(expected, proof) and known and opened:
+            return AuthOutcome(session, session.seal_frame(pack({"ok": True})), user)
+        return AuthOutcome(None, session.seal_frame(pack({"ok": False})), None)
+
+
+def _auth_fields(plaintext: bytes) -> tuple[str, bytes]:
+    """The username and proof of an authentication message (empty ones if it is malformed)."""
+    try:
+        message = unpack(plaintext)
+    except ProtocolError:
+        return "", b""
+    if not isinstance(message, dict):
+        return "", b""
+    user, proof = message.get("user"), message.get("proof")
+    if not isinstance(user, str) or not isinstance(proof, bytes):
+        return "", b""
+    return user, proof
 
 
 # -- message bodies ----------------------------------------------------------------------------
@@ -360,10 +485,14 @@ def encode_request(
     return pack({"id": request_id, "cmd": cmd, "args": args, "kwargs": kwargs})
 
 
-def decode_request(plaintext: bytes) -> RequestBody:
+def decode_request(plaintext: bytes, limit: int = _MIN_OBJECT_BUDGET) -> RequestBody:
     """The request in a body, as ``(id, cmd, args, kwargs)``; :class:`BadRequest` when it is
-    malformed.  (msgpack yields exact built-in types, so exact type checks suffice.)"""
-    msg = unpack(plaintext)
+    malformed or decodes to more than ``limit`` objects (see :func:`max_objects`).  (msgpack
+    yields exact built-in types, so exact type checks suffice.)"""
+    try:
+        msg = unpack(plaintext, limit)
+    except ProtocolError as exc:
+        raise BadRequest(str(exc), None) from None
     if type(msg) is not dict:
         raise BadRequest("request is not a map", None)
     request_id = msg.get("id")
@@ -400,9 +529,10 @@ def encode_bye(reason: str) -> bytes:
     return pack({"bye": reason})
 
 
-def decode_reply(plaintext: bytes) -> Reply:
-    """The reply in a body; :class:`ProtocolError` when it is malformed."""
-    msg = unpack(plaintext)
+def decode_reply(plaintext: bytes, limit: int = DEFAULT_MAX_FRAME_SIZE) -> Reply:
+    """The reply in a body; :class:`ProtocolError` when it is malformed.  (A client trusts its
+    service's replies with any number of objects up to ``limit``; extension types are refused.)"""
+    msg = unpack(plaintext, limit)
     if type(msg) is not dict:
         raise ProtocolError("reply is not a map")
     if "bye" in msg:

@@ -1,22 +1,27 @@
-"""The socket server of wire protocol v1.
+"""The socket server of wire protocol v2.
 
-Design (measured; see docs/performance.md): one thread runs a selector over the listening socket
+Design (measured; see docs/performance.md): one thread runs ``epoll`` over the listening socket
 and every connection still in its handshake, so a thousand silent or slow connections cost file
-descriptors, not threads.  Once authenticated, a request is served by the thread that read it,
-which runs the handler *itself* and writes the reply: the common path never hands a request from
-one thread to another.  With ``concurrency = 1`` one thread serves every authenticated connection
+descriptors, not threads; it is scheduled so that a flood of connections or hellos cannot lock a
+prompt client out (see docs/protocol.md, "Handshakes under a flood").  Once authenticated, a
+request is served by the thread that read it, which runs the handler *itself* and writes the
+reply: the common path never hands a request from one thread to another.  With
+``concurrency = 1`` one thread serves every authenticated connection
 (:mod:`appd.transport.serving_loop`); otherwise each has a thread of its own.  A
 :class:`~appd.transport.limits.Limiter` bounds how many handlers run at once (``concurrency``)
 and how many wait; a single watchdog thread enforces ``request_timeout`` (and hands the serving
-loop on when one request holds it).
+loop on when one request holds it).  ``frame_timeout`` and ``write_timeout`` bound how long a
+peer that trickles a frame, or never reads its replies, can hold a connection or a thread.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import selectors
+import resource
+import select
 import socket
+import struct
 import threading
 import time
 from collections import OrderedDict
@@ -26,20 +31,24 @@ from typing import Any, Protocol
 
 from appd.errors import ProtocolError, RequestTimeout, ServiceBusy
 from appd.logging import get_logger
+from appd.transport.heap import TRIM_AFTER, trim_heap
 from appd.transport.limits import Limiter, Watchdog
 from appd.transport.protocol import (
     BadRequest,
     FrameDecoder,
+    ServerCredentials,
     ServerHandshake,
     Session,
+    UnsupportedVersion,
     decode_request,
     encode_bye,
     encode_error,
     encode_reply,
+    max_objects,
 )
 from appd.transport.request import LocalCounter, Request, RequestCounter, RequestHandler
 from appd.transport.serving_loop import ServingLoop
-from appd.transport.sockopts import set_kernel_timeouts, set_nodelay
+from appd.transport.sockopts import set_kernel_timeouts, set_nodelay, set_send_timeout
 
 __all__ = ["AcceptGate", "SecureSocketServer", "ServerSettings", "peer_name"]
 
@@ -51,6 +60,19 @@ ACCEPT_TICK = 0.05
 CONNECTION_TICK = 0.25
 #: Bytes asked of the kernel per receive.
 RECV_SIZE = 64 * 1024
+#: Bytes asked of the kernel per receive during a handshake (its frames are tiny).
+HANDSHAKE_RECV_SIZE = 4096
+#: Connections accepted per turn of the accept loop before it serves the handshakes in progress.
+ACCEPT_BURST = 64
+#: Unfinished handshakes kept at once (at least ``max_connections``; at most a quarter of the
+#: process's file descriptor limit).
+HANDSHAKE_SLOTS = 1024
+#: Seconds between two summary lines of connections dropped during their handshake.
+DROP_LOG_INTERVAL = 10.0
+#: Failed authentications logged one line each per DROP_LOG_INTERVAL; the rest are counted.
+AUTH_FAILURES_LOGGED = 10
+#: The summary's reason for failed authentications past AUTH_FAILURES_LOGGED.
+AUTH_FAILED_REASON = "authentication failed"
 
 
 class AcceptGate(Protocol):
@@ -87,6 +109,12 @@ class ServerSettings:
     idle_timeout: float | None = 300.0
     request_timeout: float | None = 60.0
     shutdown_grace: float = 10.0
+    #: Seconds a frame may take to arrive once its first byte has.
+    frame_timeout: float = 10.0
+    #: Seconds a reply may take to be written; past it the connection is dropped.
+    write_timeout: float = 10.0
+    #: Permissions of a Unix socket file (applied by :func:`~appd.transport.listen.bind_listener`).
+    socket_mode: int = 0o600
 
 
 def peer_name(address: Any) -> str:
@@ -99,19 +127,76 @@ def peer_name(address: Any) -> str:
 class _Pending:
     """A connection still in its handshake (owned by the accept loop)."""
 
-    __slots__ = ("deadline", "decoder", "handshake", "hello_done", "peer", "sock")
+    __slots__ = ("address", "deadline", "decoder", "fd", "greeted", "handshake", "sock", "turn")
 
     def __init__(
-        self, sock: socket.socket, peer: str, handshake: ServerHandshake, deadline: float,
-        max_frame_size: int,
+        self, sock: socket.socket, address: Any, deadline: float, turn: int
     ) -> None:
         self.sock = sock
-        self.peer = peer
-        self.handshake = handshake
+        self.fd = sock.fileno()
+        self.address = address
         self.deadline = deadline
-        self.hello_done = False
+        #: Created with the client hello: a connection that never sends one costs no nonce.
+        self.handshake: ServerHandshake | None = None
+        #: When the server hello was sent (0.0: the client hello has not arrived yet).
+        self.greeted = 0.0
+        #: The accept turn that took this connection in (never evicted during that same turn).
+        self.turn = turn
         # A hello or an auth frame is small; anything claiming more is not a client.
-        self.decoder = FrameDecoder(min(max_frame_size, 64 * 1024))
+        self.decoder = FrameDecoder(_HANDSHAKE_FRAME_LIMIT)
+
+
+#: Largest frame read before authentication.
+_HANDSHAKE_FRAME_LIMIT = 64 * 1024
+
+
+class DropLog:
+    """Counts connections dropped during their handshake and logs them as one summary line at
+    most every :data:`DROP_LOG_INTERVAL` seconds: a flood costs a counter increment per
+    connection, never a log line each.
+
+    Failed authentications matter to an operator one by one (a client with a stale password),
+    so the first :data:`AUTH_FAILURES_LOGGED` of each interval get a line of their own
+    (``authentication failed``, with the peer); those past it are only counted.
+    """
+
+    def __init__(self, service: str, interval: float = DROP_LOG_INTERVAL) -> None:
+        self.service = service
+        self.interval = interval
+        #: Drops by reason since the last summary line.
+        self.counts: dict[str, int] = {}
+        self._next = 0.0
+        self._auth_window_end = 0.0
+        self._auth_lines_left = 0
+
+    def note(self, reason: str, now: float) -> None:
+        """Count one dropped connection; log now if the last summary is old enough."""
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        if now >= self._next:
+            self.flush(now)
+
+    def auth_failed(self, peer: str, now: float) -> None:
+        """A failed authentication: a line of its own while this interval allows, else
+        counted like any other drop."""
+        if now >= self._auth_window_end:
+            self._auth_window_end = now + self.interval
+            self._auth_lines_left = AUTH_FAILURES_LOGGED
+        if self._auth_lines_left > 0:
+            self._auth_lines_left -= 1
+            log.warning("authentication failed", service=self.service, peer=peer)
+        else:
+            self.note(AUTH_FAILED_REASON, now)
+
+    def flush(self, now: float, *, force: bool = False) -> None:
+        """Log what was counted since the last summary (when due, or ``force``)."""
+        if not self.counts or (now < self._next and not force):
+            return
+        counts, self.counts = self.counts, {}
+        self._next = now + self.interval
+        log.warning(
+            "connections dropped during handshake", service=self.service,
+            dropped=sum(counts.values()), reasons=counts,
+        )
 
 
 class SecureSocketServer:
@@ -135,7 +220,23 @@ class SecureSocketServer:
         self.listener = listener
         self.gate = gate
         self._listening = False
-        self._pending: OrderedDict[int, _Pending] = OrderedDict()
+        #: Derived once (scrypt per user), not per connection.
+        self.credentials = ServerCredentials(settings.psk, settings.users)
+        #: Objects one request may decode to (see :func:`~appd.transport.protocol.max_objects`).
+        self.object_limit = max_objects(settings.max_frame_size)
+        #: Handshakes in progress: those still waiting for their client hello, and those
+        #: answered (waiting for the authentication frame); each oldest first.
+        self._silent: OrderedDict[int, _Pending] = OrderedDict()
+        self._greeted: OrderedDict[int, _Pending] = OrderedDict()
+        #: Handshakes kept at once: the longer a flood takes to cycle through them, the longer a
+        #: real client has to answer its server hello.  Bounded by the descriptors available.
+        self.handshake_slots = _handshake_slots(settings.max_connections)
+        self._turn = 0
+        self._epoll: select.epoll
+        #: Set when a connection has finished with a large frame; the accept loop then gives the
+        #: freed memory back (see :mod:`appd.transport.heap`).
+        self.trim_due = False
+        self.drops = DropLog(settings.name)
         self._connections: set[_Connection] = set()
         self._conn_lock = threading.Lock()
         #: Notified whenever a connection ends (shutdown waits on it).
@@ -168,149 +269,189 @@ class SecureSocketServer:
         if self.watchdog is not None:
             self.watchdog.start()
         self.listener.setblocking(False)
-        selector = selectors.DefaultSelector()
-        gate = self.gate
+        # epoll itself: closing a socket is enough to forget it, which keeps dropping one of a
+        # flood of connections to a dictionary removal and a close.
+        self._epoll = epoll = select.epoll()
+        listen_fd = self.listener.fileno()
+        pending_of, gate = self._pending_of, self.gate
         try:
             while not should_stop():
                 if gate is not None:
                     gate.beat()
-                self._listen(selector, gate is None or gate.may_accept(self._open_count()))
-                for key, _ in selector.select(ACCEPT_TICK):
-                    if key.data is None:
-                        self._accept_all(selector)
-                    else:
-                        self._advance(selector, key.data)
-                self._expire_handshakes(selector)
+                self._listen(gate is None or gate.may_accept(self._open_count()))
+                listening = False
+                # Handshakes in progress first: a client answering its server hello is served
+                # before the next burst of new connections is taken in.
+                for fd, _ in epoll.poll(ACCEPT_TICK):
+                    if fd == listen_fd:
+                        listening = True
+                    elif (pending := pending_of(fd)) is not None:
+                        self._advance(pending)
+                if listening and self._listening:
+                    self._accept_burst()
+                now = time.monotonic()
+                self._expire_handshakes(now)
+                self.drops.flush(now)
+                if self.trim_due:
+                    self.trim_due = False
+                    trim_heap()
         finally:
-            self._listen(selector, False)
+            self._listen(False)
             if gate is not None:
                 # Shared with other processes: release it now, not after the drain.
                 self.listener.close()
             # Unfinished handshakes are closed: their clients never sent a request, so they
             # connect again, to a process still serving.
-            for pending in list(self._pending.values()):
-                self._drop(selector, pending)
-            selector.close()
+            for pending in [*self._silent.values(), *self._greeted.values()]:
+                self._drop(pending)
+            epoll.close()
+            self.drops.flush(time.monotonic(), force=True)
             self._drain()
 
     def _open_count(self) -> int:
-        return len(self._pending) + len(self._connections)
+        return len(self._silent) + len(self._greeted) + len(self._connections)
 
-    def _listen(self, selector: selectors.BaseSelector, on: bool) -> None:
+    def _listen(self, on: bool) -> None:
         """Watch the listener for new connections, or stop watching it."""
         if on and not self._listening:
-            selector.register(self.listener, selectors.EVENT_READ, None)
+            self._epoll.register(self.listener.fileno(), select.EPOLLIN)
         elif not on and self._listening:
-            selector.unregister(self.listener)
+            with contextlib.suppress(OSError, ValueError):
+                self._epoll.unregister(self.listener.fileno())
         self._listening = on
 
-    def _accept_all(self, selector: selectors.BaseSelector) -> None:
+    def _pending_of(self, fd: int) -> _Pending | None:
+        pending = self._greeted.get(fd)
+        return self._silent.get(fd) if pending is None else pending
+
+    def _accept_burst(self) -> None:
+        """Take in up to :data:`ACCEPT_BURST` connections, reading each one's hello at once
+        when it has already arrived (the common case for a real client).  Kept lean: during a
+        flood, what this costs per connection decides whether the kernel's accept queue
+        overflows (and drops real clients' connection attempts with it)."""
+        self._turn += 1
+        turn = self._turn
+        silent, greeted, slots = self._silent, self._greeted, self.handshake_slots
+        accept, register, advance = self.listener.accept, self._epoll.register, self._advance
         gate = self.gate
-        while True:
+        now = time.monotonic()
+        deadline = now + self.settings.handshake_timeout
+        for _ in range(ACCEPT_BURST):
             if gate is not None and not gate.may_accept(self._open_count()):
-                self._listen(selector, False)  # above its share: leave the rest to siblings
+                self._listen(False)  # above its share: leave the rest to siblings
                 return
+            if len(silent) + len(greeted) >= slots and not self._make_room(now, turn):
+                return  # the rest wait in the kernel's queue until the next turn
             try:
-                sock, address = self.listener.accept()
+                sock, address = accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # EMFILE and friends: keep serving those we have
                 if exc.errno == errno.EINVAL:
                     # The listener was shut down (its service is stopping): nothing to accept.
-                    self._listen(selector, False)
+                    self._listen(False)
                     return
-                log.warning("accept failed", service=self.settings.name, error=str(exc))
+                self.drops.note(f"accept failed: {exc.strerror}", now)
                 return
-            sock.setblocking(False)
-            set_nodelay(sock)
-            pending = _Pending(
-                sock,
-                peer_name(address),
-                ServerHandshake(self.settings.psk, self.settings.users),
-                time.monotonic() + self.settings.handshake_timeout,
-                self.settings.max_frame_size,
-            )
-            if len(self._pending) >= self.settings.max_connections:
-                # Shed the oldest unfinished handshake, so a flood of silent connections
-                # cannot lock out a client that completes its handshake promptly.
-                _, oldest = self._pending.popitem(last=False)
-                self._drop(selector, oldest, "handshake backlog full")
-            self._pending[sock.fileno()] = pending
-            selector.register(sock, selectors.EVENT_READ, pending)
+            # The socket stays blocking (as served connections are): handshake reads and
+            # writes pass MSG_DONTWAIT instead, which saves a system call per connection.
+            pending = _Pending(sock, address, deadline, turn)
+            silent[pending.fd] = pending
+            if advance(pending):
+                register(pending.fd, select.EPOLLIN)
 
-    def _drop(
-        self, selector: selectors.BaseSelector, pending: _Pending, reason: str | None = None
-    ) -> None:
-        self._pending.pop(pending.sock.fileno(), None)
-        with contextlib.suppress(KeyError, ValueError):
-            selector.unregister(pending.sock)
+    def _make_room(self, now: float, turn: int) -> bool:
+        """All :attr:`handshake_slots` are taken: free one by dropping the oldest connection
+        that has not sent its hello, else the oldest answered one; never one taken in during
+        this very turn.  False: nothing may be dropped."""
+        for table in (self._silent, self._greeted):
+            if table:
+                oldest = next(iter(table.values()))
+                if oldest.turn != turn:
+                    self._drop(oldest, "handshake backlog full", now)
+                    return True
+        return False
+
+    def _drop(self, pending: _Pending, reason: str | None = None, now: float = 0.0) -> None:
+        if self._silent.pop(pending.fd, None) is None:
+            self._greeted.pop(pending.fd, None)
         if reason is not None:
-            log.info(
-                "connection closed during handshake",
-                service=self.settings.name, peer=pending.peer, reason=reason,
-            )
-        pending.sock.close()
+            self.drops.note(reason, now or time.monotonic())
+        pending.sock.close()  # which also takes it out of the epoll set
 
-    def _expire_handshakes(self, selector: selectors.BaseSelector) -> None:
-        now = time.monotonic()
-        while self._pending:
-            pending = next(iter(self._pending.values()))
-            if pending.deadline > now:
-                return
-            self._drop(selector, pending, "handshake timeout")
+    def _expire_handshakes(self, now: float) -> None:
+        for table in (self._silent, self._greeted):
+            while table:
+                pending = next(iter(table.values()))
+                if pending.deadline > now:
+                    break
+                self._drop(pending, "handshake timeout", now)
 
-    def _advance(self, selector: selectors.BaseSelector, pending: _Pending) -> None:
+    def _advance(self, pending: _Pending) -> bool:
+        """Read what the handshaking client sent and act on it; False when the connection was
+        dropped or handed on (it must not stay registered)."""
         try:
-            data = pending.sock.recv(RECV_SIZE)
+            data = pending.sock.recv(HANDSHAKE_RECV_SIZE, socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
-            return
+            return True
         except OSError as exc:
-            self._drop(selector, pending, f"receive failed: {exc.strerror}")
-            return
+            self._drop(pending, f"receive failed: {exc.strerror}")
+            return False
         if not data:
-            self._drop(selector, pending, "client closed")
-            return
+            self._drop(pending, "client closed")
+            return False
         pending.decoder.feed(data)
         try:
             while (body := pending.decoder.next_frame()) is not None:
-                if not pending.hello_done:
-                    if not self._hello(selector, pending, body):
-                        return
+                if not pending.greeted:
+                    if not self._hello(pending, body):
+                        return False
                 else:
-                    self._authenticate(selector, pending, body)
-                    return
-        except ProtocolError as exc:
-            self._drop(selector, pending, str(exc))
+                    self._authenticate(pending, body)
+                    return False
+        except UnsupportedVersion as exc:
+            _send_small(pending.sock, exc.reply)
+            self._drop(pending, "unsupported protocol version")
+            return False
+        except ProtocolError:
+            self._drop(pending, "not an appd handshake")
+            return False
+        return True
 
-    def _hello(self, selector: selectors.BaseSelector, pending: _Pending, body: bytes) -> bool:
-        reply = pending.handshake.on_client_hello(body)
+    def _hello(self, pending: _Pending, body: bytes) -> bool:
+        # The refusal comes first and costs nothing: no key is derived for a client hello.
         with self._conn_lock:
             busy = len(self._connections) >= self.settings.max_connections
         if busy or self.stopping.is_set():
             _send_small(pending.sock, ServerHandshake.busy_hello())
-            self._drop(selector, pending, "max_connections reached")
+            self._drop(pending, "max_connections reached")
             return False
-        if not _send_small(pending.sock, reply):
-            self._drop(selector, pending, "client not reading")
+        pending.handshake = handshake = ServerHandshake(self.credentials)
+        if not _send_small(pending.sock, handshake.on_client_hello(body)):
+            self._drop(pending, "client not reading")
             return False
-        pending.hello_done = True
+        del self._silent[pending.fd]
+        pending.greeted = time.monotonic()
+        self._greeted[pending.fd] = pending
         return True
 
-    def _authenticate(
-        self, selector: selectors.BaseSelector, pending: _Pending, body: bytes
-    ) -> None:
+    def _authenticate(self, pending: _Pending, body: bytes) -> None:
+        assert pending.handshake is not None
         outcome = pending.handshake.on_auth(body)
         sent = _send_small(pending.sock, outcome.reply)
         if outcome.session is None or outcome.username is None or not sent:
-            log.warning(
-                "authentication failed", service=self.settings.name, peer=pending.peer
-            )
-            self._drop(selector, pending)
+            if sent:
+                self.drops.auth_failed(peer_name(pending.address), time.monotonic())
+                self._drop(pending)
+            else:
+                self._drop(pending, "client not reading")
             return
-        self._pending.pop(pending.sock.fileno(), None)
-        selector.unregister(pending.sock)
+        self._greeted.pop(pending.fd, None)
+        with contextlib.suppress(OSError, ValueError):
+            self._epoll.unregister(pending.fd)
+        set_nodelay(pending.sock)
         conn = _Connection(
-            self, pending.sock, pending.peer, outcome.username, outcome.session,
+            self, pending.sock, peer_name(pending.address), outcome.username, outcome.session,
             pending.decoder.take_buffer(),
         )
         with self._conn_lock:
@@ -344,10 +485,20 @@ class SecureSocketServer:
             self._conn_ended.notify_all()
 
 
+#: SO_LINGER on, zero seconds: close resets the connection and drops unsent data.
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)
+
+
+def _handshake_slots(max_connections: int) -> int:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    room = soft // 4 if soft != resource.RLIM_INFINITY else HANDSHAKE_SLOTS
+    return max(max_connections, min(HANDSHAKE_SLOTS, room))
+
+
 def _send_small(sock: socket.socket, frame: bytes) -> bool:
-    """Send a handshake frame on a non-blocking socket; False if it did not all fit."""
+    """Send a handshake frame without blocking; False if it did not all fit."""
     try:
-        return sock.send(frame) == len(frame)
+        return sock.send(frame, socket.MSG_DONTWAIT) == len(frame)
     except OSError:
         return False
 
@@ -385,16 +536,22 @@ class _Connection:
         #: Seconds a handler may run (0.0: unwatched).
         self.timeout = server.settings.request_timeout or 0.0
         self.loop = server.loop
-        #: When the last request was served (the serving loop's idle check reads it).
+        settings = server.settings
+        self.object_limit = server.object_limit
+        self.frame_timeout = settings.frame_timeout
+        self.write_timeout = settings.write_timeout
+        self.idle_timeout = settings.idle_timeout
+        #: When the last request was served: the idle clock.  Bytes of a frame still arriving
+        #: do not reset it (a peer trickling a frame byte by byte is not "active").
         self.last_activity = time.monotonic()
+        #: When the first byte of the frame still being received arrived (0.0: none pending).
+        self.frame_started = time.monotonic() if buffered else 0.0
 
     def start(self) -> None:
-        """Switch the socket to blocking with a receive tick, and start serving: from the
-        server's loop, or from a thread of the connection's own."""
-        # The receive wakes every tick to notice shutdown and the idle timeout.
-        set_kernel_timeouts(
-            self.sock, CONNECTION_TICK, self.server.settings.request_timeout or 60.0
-        )
+        """Switch the socket to blocking with a receive tick and the write timeout, and start
+        serving: from the server's loop, or from a thread of the connection's own."""
+        # The receive wakes every tick to notice shutdown, the idle timeout and frame deadline.
+        set_kernel_timeouts(self.sock, CONNECTION_TICK, self.write_timeout)
         if self.loop is not None:
             self.loop.add(self)
         else:
@@ -409,6 +566,10 @@ class _Connection:
                 self.close()
                 return
             body = self.decoder.push(data)
+            if body is None:  # part of a frame: its deadline runs from its first byte
+                if not self.frame_started:
+                    self.frame_started = time.monotonic()
+                return
             while body is not None and not self.closed:
                 self._serve_frame(body)
                 body = self.decoder.next_frame()
@@ -425,22 +586,46 @@ class _Connection:
             )
             self.close()
             return
-        self.last_activity = time.monotonic()
+        now = time.monotonic()
+        self.last_activity = now
+        self.frame_started = now if self.decoder.pending() else 0.0
+
+    def _overdue(self, now: float) -> str | None:
+        """``"frame"`` when a frame has been arriving for longer than ``frame_timeout``,
+        ``"idle"`` when no request came for ``idle_timeout`` (and none is arriving)."""
+        started = self.frame_started
+        if started:
+            return "frame" if now - started >= self.frame_timeout else None
+        idle = self.idle_timeout
+        if idle and now - self.last_activity >= idle:
+            return "idle"
+        return None
+
+    def _end_overdue(self, reason: str) -> None:
+        """Close a connection that :meth:`_overdue` found past a deadline (the caller closes)."""
+        if reason == "frame":
+            log.warning(
+                "closing connection: frame not complete within frame_timeout",
+                service=self.server.settings.name, peer=self.peer,
+                frame_timeout=self.frame_timeout,
+            )
+        elif not self.decoder.pending():
+            with contextlib.suppress(OSError):
+                self._send(encode_bye(reason))
 
     def sweep(self, now: float) -> None:
         """Serving loop: say goodbye to a connection idle past ``idle_timeout``, or to every
-        idle one when the server is stopping."""
-        idle_timeout = self.server.settings.idle_timeout
+        idle one when the server is stopping; close one whose frame is overdue."""
         if self.server.stopping.is_set():
-            reason = "shutdown"
-        elif idle_timeout and now - self.last_activity >= idle_timeout:
-            reason = "idle"
-        else:
+            if not self.decoder.pending():
+                with contextlib.suppress(OSError):
+                    self._send(encode_bye("shutdown"))
+            self.close()
             return
-        if not self.decoder.pending():
-            with contextlib.suppress(OSError):
-                self._send(encode_bye(reason))
-        self.close()
+        reason = self._overdue(now)
+        if reason is not None:
+            self._end_overdue(reason)
+            self.close()
 
     def close(self) -> None:
         """Close the connection and tell the server it ended."""
@@ -458,11 +643,9 @@ class _Connection:
             log.info("connection lost", service=name, peer=self.peer, error=str(exc))
 
     def _run(self) -> None:
-        settings = self.server.settings
         decoder, recv, stopping = self.decoder, self.sock.recv, self.server.stopping
         serve, monotonic = self._serve_frame, time.monotonic
         try:
-            last_activity = monotonic()
             while not self.closed:
                 body = decoder.next_frame()
                 if body is None:
@@ -470,34 +653,51 @@ class _Connection:
                         self._send(encode_bye("shutdown"))
                         return
                     try:
-                        data = recv(RECV_SIZE)
+                        data: bytes | None = recv(RECV_SIZE)
                     except (BlockingIOError, InterruptedError):
-                        idle = monotonic() - last_activity
-                        if settings.idle_timeout and idle >= settings.idle_timeout:
-                            if not decoder.pending():
-                                self._send(encode_bye("idle"))
+                        data = None  # the receive tick: look at the deadlines
+                    if data == b"":
+                        return
+                    if data:
+                        body = decoder.push(data)
+                    if body is None:
+                        now = monotonic()
+                        if data and not self.frame_started:
+                            self.frame_started = now
+                        reason = self._overdue(now)
+                        if reason is not None:
+                            self._end_overdue(reason)
                             return
                         continue
-                    if not data:
-                        return
-                    body = decoder.push(data)
-                    if body is None:
-                        continue
                 serve(body)
-                last_activity = monotonic()
+                now = monotonic()
+                self.last_activity = now
+                self.frame_started = now if decoder.pending() else 0.0
         except (ProtocolError, OSError) as exc:
             self._log_end(exc)
         finally:
             self.close()
 
     def _serve_frame(self, body: bytes) -> None:
+        if len(body) < TRIM_AFTER:
+            self._serve_body(body)
+            return
+        try:
+            self._serve_body(body)
+        finally:
+            self.server.trim_due = True
+
+    def _serve_body(self, body: bytes) -> None:
         plaintext = self.open(body)  # raises before anything runs if it fails
         try:
-            request_id, cmd, args, kwargs = decode_request(plaintext)
+            request_id, cmd, args, kwargs = decode_request(plaintext, self.object_limit)
         except BadRequest as exc:
-            if exc.request_id is None:
-                raise
+            del plaintext
+            if len(body) >= TRIM_AFTER:  # give a refused bomb's memory back before answering
+                trim_heap()
             self._send(encode_error(exc.request_id, "bad_request", "ProtocolError", str(exc)))
+            if exc.request_id is None:  # not a request at all: answered, then closed
+                raise ProtocolError(str(exc)) from None
             return
         request = Request(request_id, cmd, args, kwargs, self.username, self.peer)
         limiter = self.limiter
@@ -519,7 +719,34 @@ class _Connection:
                 if owned:
                     limiter.release()
                     if reply and not self.closed:  # no reply was built: the connection closes
-                        self.sock.sendall(self.seal_frame(reply))
+                        self._write(self.seal_frame(reply))
+
+    def _write(self, frame: bytes) -> None:
+        """Write a whole frame within ``write_timeout`` (each send blocks at most that long, by
+        the kernel's send timeout); :class:`TimeoutError` past it, so a peer that stops reading
+        loses its connection instead of holding a thread.  The unsent rest is discarded (the
+        connection is reset), not left in the kernel for the peer to trickle out."""
+        sock = self.sock
+        started = time.monotonic()
+        try:
+            sent = sock.send(frame)  # blocks at most write_timeout (SO_SNDTIMEO)
+            if sent == len(frame):
+                return
+            deadline = started + self.write_timeout
+            view = memoryview(frame)[sent:]
+            while view:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise BlockingIOError
+                set_send_timeout(sock, left)  # the next send may only use what is left
+                view = view[sock.send(view) :]
+            set_send_timeout(sock, self.write_timeout)  # the whole of it for the next reply
+        except BlockingIOError:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+            raise TimeoutError(
+                f"reply not written within write_timeout ({self.write_timeout} s)"
+            ) from None
 
     def _run_handler(self, request: Request) -> bytes:
         try:
@@ -570,7 +797,7 @@ class _Connection:
             request = self.request
             with contextlib.suppress(OSError):
                 if not self.closed:
-                    self.sock.sendall(
+                    self._write(
                         self.session.seal_frame(
                             encode_error(
                                 request.id,
@@ -593,7 +820,7 @@ class _Connection:
         with self.send_lock:
             if self.closed:
                 return
-            self.sock.sendall(self.session.seal_frame(plaintext))
+            self._write(self.session.seal_frame(plaintext))
 
     def abort(self) -> None:
         """Close the connection now (idempotent); a blocked receive returns at once."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import struct
 
-__all__ = ["set_kernel_timeouts", "set_nodelay"]
+__all__ = ["set_kernel_timeouts", "set_nodelay", "set_send_timeout"]
 
 
 def _timeval(seconds: float) -> bytes:
@@ -23,6 +23,11 @@ def set_kernel_timeouts(sock: socket.socket, receive: float, send: float) -> Non
     sock.setblocking(True)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(receive))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(send))
+
+
+def set_send_timeout(sock: socket.socket, seconds: float) -> None:
+    """Change the kernel send timeout of a blocking ``sock``."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(max(seconds, 0.001)))
 
 
 def set_nodelay(sock: socket.socket) -> None:

@@ -443,3 +443,16 @@ def test_check_reports_problems_as_messages_and_list_needs_no_secret(project: Pr
     assert "ModuleNotFoundError: No module named 'driver_missing_for_appd'" in broken.stdout
     assert "Traceback" not in broken.stdout + broken.stderr
 
+
+def test_check_warns_about_a_key_that_looks_chosen_by_a_person(project: Project) -> None:
+    project.write_config('key = "correct horse battery staple and more words"\n')
+    human = project.appd("check")
+    assert human.returncode == 0, human.stdout + human.stderr  # a warning, not a problem
+    assert "warning: service echo: key looks chosen by a person" in human.stdout
+    assert "appd keygen" in human.stdout
+    assert "horse" not in human.stdout + human.stderr
+
+    project.write_config('key = "kX3v9QmZ2xW7pL4tHq8nR1sY6bV0cJ5eA_dF-gUiOoT"\n')
+    generated = project.appd("check")
+    assert generated.returncode == 0
+    assert "warning:" not in generated.stdout

@@ -173,7 +173,8 @@ texts = st.text(max_size=20)
 keys = st.binary(min_size=16, max_size=48)
 
 
-@settings(max_examples=60)
+# deadline=None: every new key, user and password costs a deliberate scrypt (tens of ms).
+@settings(max_examples=60, deadline=None)
 @given(keys, keys, texts, texts, st.dictionaries(texts, texts, max_size=3))
 def test_handshake_succeeds_exactly_with_the_right_key_and_credentials(
     client_psk: bytes, server_psk: bytes, user: str, password: str, users: dict[str, str]
@@ -184,7 +185,7 @@ def test_handshake_succeeds_exactly_with_the_right_key_and_credentials(
     assert (outcome.username == user) == should  # type: ignore[attr-defined]
 
 
-@settings(max_examples=30)
+@settings(max_examples=30, deadline=None)
 @given(keys, texts, texts, st.lists(st.binary(max_size=100), min_size=1, max_size=5))
 def test_established_sessions_talk_both_ways(
     psk: bytes, user: str, password: str, messages: list[bytes]
