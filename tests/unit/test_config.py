@@ -107,3 +107,40 @@ def test_pid_and_log_files_are_relative_to_run_dir(in_tmp: Path) -> None:
     assert config.run_dir == in_tmp / "var"
     assert config.pid_file == in_tmp / "var" / "appd.pid"
     assert config.log_file == in_tmp / "var" / "logs" / "appd.log"
+
+
+def test_without_secrets_references_are_left_unread(
+    in_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NOT_SET_FOR_APPD", raising=False)
+    monkeypatch.setenv("APPD_TEST_HOST", "10.1.2.3")
+    table = {
+        "services": {
+            "power": {
+                "key": "env:NOT_SET_FOR_APPD",
+                "password": "file:/nonexistent/for/appd",
+                "host": "env:APPD_TEST_HOST",
+                "path": "env:NOT_SET_FOR_APPD",
+            }
+        }
+    }
+    with pytest.raises(ConfigurationError, match=r"services\.power\.key: environment variable"):
+        parse_config(table, source="appd.toml", base_dir=in_tmp)
+    config = parse_config(table, source="appd.toml", base_dir=in_tmp, secrets=False)
+    assert dict(config.services["power"].settings) == {
+        "key": "env:NOT_SET_FOR_APPD",
+        "password": "file:/nonexistent/for/appd",
+        "host": "10.1.2.3",
+        "path": "env:NOT_SET_FOR_APPD",
+    }
+
+
+def test_without_secrets_an_unresolvable_capacity_backend_is_kept_unread(
+    in_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NOT_SET_FOR_APPD", raising=False)
+    table = {"capacities": {"pdu": {"limit": 5, "backend": "env:NOT_SET_FOR_APPD"}}}
+    with pytest.raises(ConfigurationError, match=r"capacities\.pdu\.backend: environment"):
+        parse_config(table, source="appd.toml", base_dir=in_tmp)
+    config = parse_config(table, source="appd.toml", base_dir=in_tmp, secrets=False)
+    assert config.capacities["pdu"].backend == "env:NOT_SET_FOR_APPD"
