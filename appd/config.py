@@ -293,12 +293,14 @@ def finish_config(
     *,
     configure: Callable[[dict[str, Any]], None] | None = None,
     disabled_plugins: Collection[str] = (),
+    secrets: bool = True,
 ) -> AppdConfig:
     """Run ``configure`` over ``raw`` and validate the result.
 
     :param disabled_plugins: names of plugins turned off (``APPD_DISABLE_PLUGINS``): a
         top-level table named after one of them is that plugin's own settings, and is left out
         rather than rejected, so turning a plugin off needs no edit of the configuration.
+    :param secrets: resolve the secret settings' references (see :func:`parse_config`).
     """
     before = set(raw.data)
     if configure is not None:
@@ -308,7 +310,9 @@ def finish_config(
             del raw.data[name]
             _log.info("settings of a disabled plugin ignored", table=name)
     added = set(raw.data) - before - _GLOBAL_KEYS
-    return parse_config(raw.data, source=raw.source, base_dir=raw.base_dir, extra_keys=added)
+    return parse_config(
+        raw.data, source=raw.source, base_dir=raw.base_dir, extra_keys=added, secrets=secrets
+    )
 
 
 def _warn_if_secrets_readable(path: Path, data: Mapping[str, Any]) -> None:
@@ -476,10 +480,16 @@ def parse_config(
     source: str | None,
     base_dir: Path,
     extra_keys: Collection[str] = (),
+    secrets: bool = True,
 ) -> AppdConfig:
     """Validate a configuration mapping (a TOML table or ``settings.APPD``).
 
     Relative paths are taken relative to ``base_dir`` (the configuration file's directory).
+
+    :param secrets: False for commands that use no secret (``appd list``, ``status``, ``stop``,
+        ``plugins``): the secret settings (``key``, ``password``, ``users``) keep their
+        ``env:``/``file:`` references unread, and any other reference that cannot be resolved
+        is kept as written instead of being an error.
 
     :raises ConfigurationError: naming the source, the key and what is wrong.
     """
@@ -504,7 +514,7 @@ def parse_config(
             "services", f"expected a table of service tables, got {_shown(services_table)}"
         )
     services = {
-        name: _parse_service(name, table, source=label)
+        name: _parse_service(name, table, source=label, secrets=secrets)
         for name, table in services_table.items()
     }
     capacities_table = data.get("capacities", {})
@@ -513,7 +523,7 @@ def parse_config(
             "capacities", f"expected a table of capacity tables, got {_shown(capacities_table)}"
         )
     capacities = {
-        name: _parse_capacity(name, table, source=label, run_dir=run_dir)
+        name: _parse_capacity(name, table, source=label, run_dir=run_dir, secrets=secrets)
         for name, table in capacities_table.items()
     }
     paths = top.strings("paths") or ()
@@ -535,7 +545,7 @@ def parse_config(
     )
 
 
-def _parse_service(name: str, table: Any, *, source: str) -> ServiceConfig:
+def _parse_service(name: str, table: Any, *, source: str, secrets: bool) -> ServiceConfig:
     prefix = f"services.{name}."
     if not isinstance(table, Mapping):
         raise ConfigurationError(
@@ -544,6 +554,8 @@ def _parse_service(name: str, table: Any, *, source: str) -> ServiceConfig:
     reader = SettingsReader(table, source=source, prefix=prefix)
     settings = {
         key: _resolve_references(value, where=reader.where(key))
+        if secrets
+        else _resolve_if_possible(key, value, where=reader.where(key))
         for key, value in table.items()
         if key not in SUPERVISOR_SETTINGS
     }
@@ -565,7 +577,9 @@ _CAPACITY_NAME_CHARS: Final = frozenset(
 )
 
 
-def _parse_capacity(name: str, table: Any, *, source: str, run_dir: Path) -> CapacityConfig:
+def _parse_capacity(
+    name: str, table: Any, *, source: str, run_dir: Path, secrets: bool = True
+) -> CapacityConfig:
     prefix = f"capacities.{name}."
     if not name or not set(name) <= _CAPACITY_NAME_CHARS or name.startswith("."):
         raise ConfigurationError(
@@ -582,8 +596,16 @@ def _parse_capacity(name: str, table: Any, *, source: str, run_dir: Path) -> Cap
         raise reader.fail(unknown[0], f"unknown setting (known: {', '.join(_CAPACITY_KEYS)})")
     if "limit" not in table:
         raise reader.fail("limit", "missing: how many holders the capacity allows at once")
-    backend = resolve_secret(reader.string("backend", "local"), where=reader.where("backend"))
-    if backend != "local":
+    written = reader.string("backend", "local")
+    unread = False
+    try:
+        backend = resolve_secret(written, where=reader.where("backend"))
+    except ConfigurationError:
+        if secrets:
+            raise
+        # A command that needs no secret: asking this backend reports it unavailable.
+        backend, unread = written, True
+    if backend != "local" and not unread:
         scheme = backend.partition(":")[0].lower()
         if scheme not in REDIS_SCHEMES or "://" not in backend:
             # The value may be a secret (a URL with a password, an env: reference): never shown.
@@ -619,6 +641,17 @@ def _parse_restart(reader: SettingsReader) -> RestartPolicy:
         max_restarts=reader.integer("restart_max", default.max_restarts),
         window=reader.number("restart_window", default.window),
     )
+
+
+def _resolve_if_possible(key: str, value: Any, *, where: str) -> Any:
+    """A setting's value for a command that needs no secret: secrets unread, the rest resolved
+    where their references can be."""
+    if key in SECRET_SETTINGS:
+        return value
+    try:
+        return _resolve_references(value, where=where)
+    except ConfigurationError:
+        return value
 
 
 def _resolve_references(value: Any, *, where: str) -> Any:

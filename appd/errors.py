@@ -68,7 +68,22 @@ class AddressInUse(ConfigurationError):
 
 
 class DiscoveryError(AppdError):
-    """A service module, class or entry point could not be found or imported."""
+    """A service module, class or entry point could not be found or imported.
+
+    The message's first line says what failed and why; an import failure's traceback follows
+    on the next lines (and the original exception is the ``__cause__``).
+    """
+
+    @property
+    def summary(self) -> str:
+        """The message's first line: what failed and why, without the traceback."""
+        return str(self).split("\n", 1)[0]
+
+    @property
+    def details(self) -> str | None:
+        """The rest of the message (an import failure's traceback), if any."""
+        rest = str(self).partition("\n")[2].strip()
+        return rest or None
 
 
 class DuplicateServiceError(DiscoveryError):

@@ -15,25 +15,28 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from appd.capacity import Capacities, open_backend
 from appd.config import AppdConfig, RawConfig, find_config_file, finish_config, read_config
 from appd.discovery import DiscoveredService, discover_services
 from appd.errors import AppdError, ConfigurationError
 from appd.hooks import Hooks, configured_hooks
-from appd.logging import get_logger
+from appd.logging import configure_logging, get_logger
 from appd.service import AppServiceBase
 from appd.transport.crypto import human_key_reason
 
 __all__ = [
+    "FRAMEWORK_SOURCES",
     "ConfigSource",
     "capacity_status",
     "check",
     "client_for",
     "config_source",
+    "configure_logging_for",
     "daemon_main",
     "discover",
+    "framework_source",
     "invocation_hooks",
     "invocation_plugins",
     "load",
@@ -71,6 +74,33 @@ class ConfigSource:
 
 
 _source: ConfigSource | None = None
+
+#: Functions (``module:function``) that recognise a framework's project in the working
+#: directory and return its :class:`ConfigSource`, or None: how the plain ``appd`` command
+#: reads ``settings.APPD`` beside a Django project's ``manage.py``.
+FRAMEWORK_SOURCES: Final = ("appd.contrib.django.config:project_config_source",)
+
+
+def framework_source() -> ConfigSource | None:
+    """The source of the framework project in the working directory, if any (None, too, when
+    a source is installed already: ``manage.py appd`` chose its own).
+
+    A framework that is not installed is skipped; nothing of it is imported otherwise.
+    """
+    if _source is not None:
+        return None
+    for spec in FRAMEWORK_SOURCES:
+        module_name, _, attribute = spec.partition(":")
+        try:
+            find: Callable[[], ConfigSource | None] = getattr(
+                importlib.import_module(module_name), attribute
+            )
+        except ImportError:
+            continue
+        found = find()
+        if found is not None:
+            return found
+    return None
 
 
 @contextlib.contextmanager
@@ -115,6 +145,7 @@ def load(
     *,
     source: ConfigSource | None = None,
     hooks: Hooks | None = None,
+    secrets: bool = True,
 ) -> tuple[AppdConfig, Hooks]:
     """Read the configuration, build the plugin manager (entry points and the configuration's
     ``plugins``), let ``appd_configure`` adjust the settings, and validate them.
@@ -123,6 +154,8 @@ def load(
         plugins to register (default: the one :func:`config_source` installed, if any).
     :param hooks: the invocation's plugin manager, when :func:`invocation_hooks` built it
         already (one per invocation); built here otherwise.
+    :param secrets: False for commands that use no secret: ``env:``/``file:`` references of
+        secret settings are left unread (see :func:`appd.config.parse_config`).
     """
     source = source if source is not None else _source
     raw = _read_raw(config_path, source)
@@ -132,6 +165,7 @@ def load(
         raw,
         configure=lambda data: hooks.appd_configure(config=data),
         disabled_plugins={*hooks.pm.disabled, *hooks.pm.disabled_entry_points},
+        secrets=secrets,
     )
     return config, hooks
 
@@ -193,6 +227,12 @@ def prepare_services(
 
 def _enabled(config: AppdConfig, name: str) -> bool:
     return config.service(name).enabled and (config.enabled is None or name in config.enabled)
+
+
+def configure_logging_for(config: AppdConfig, role: str) -> None:
+    """Log as the configuration says (``log_format``, ``log_level``), as ``role``."""
+    renderer = None if config.log_format == "auto" else config.log_format
+    configure_logging(role, renderer=renderer, level=config.log_level.upper())  # type: ignore[arg-type]
 
 
 def run_supervisor(
@@ -479,20 +519,33 @@ def plugin_rows(hooks: Hooks) -> tuple[list[list[str]], list[tuple[str, str]]]:
     return loaded, failed
 
 
-def check(config: AppdConfig, hooks: Hooks) -> tuple[list[str], list[str], list[str]]:
+def check(
+    config_path: str | None, *, hooks: Hooks | None = None
+) -> tuple[list[str], list[str], list[str]]:
     """``appd check``: problems, passed checks and warnings (worth fixing, not failing the
-    check), without starting anything."""
+    check), without starting anything.
+
+    The configuration, discovery and the services' settings are checked first
+    (:func:`appd.cli.diagnosis.diagnose`: each problem a message, never a traceback); when they
+    are sound, each socket service's key, whether its address is free, and each capacity.
+
+    :param hooks: the invocation's plugin manager (built here when omitted).
+    :raises ConfigurationError: the configuration cannot be read at all.
+    """
+    from appd.cli.diagnosis import diagnose
     from appd.service import SecureSocketAppService
 
-    problems: list[str] = []
+    diagnosis = diagnose(config_path, hooks=hooks)
+    problems = [finding.message for finding in diagnosis.findings]
     warnings: list[str] = []
+    config, found = diagnosis.config, diagnosis.services
+    if config is None:
+        # A configuration that cannot be read is an error, as for every other command.
+        raise ConfigurationError(problems[0])
     notes = [f"configuration: {config.source or 'defaults (no configuration file)'}"]
-    found = discover(config, hooks)
+    if found is None or problems:
+        return problems, notes, warnings
     notes.append(f"discovery: {len(found)} service(s): {', '.join(f.name for f in found) or '-'}")
-    try:
-        check_service_tables(config, found)
-    except ConfigurationError as exc:
-        problems.append(str(exc))
     for item in found:
         if not _enabled(config, item.name):
             continue

@@ -21,7 +21,15 @@ from appd.errors import AppdError
 from appd.hooks import Hooks, load_hooks
 from appd.logging import configure_logging
 
-__all__ = ["EXIT_ERROR", "EXIT_NOT_RUNNING", "EXIT_OK", "EXIT_USAGE", "main"]
+__all__ = [
+    "EXIT_ERROR",
+    "EXIT_NOT_RUNNING",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "add_commands",
+    "main",
+    "output_closed",
+]
 
 EXIT_OK: Final = 0
 EXIT_ERROR: Final = 1
@@ -47,14 +55,39 @@ def build_parser(hooks: Hooks | None = None) -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok, 1 error, 2 usage, 3 not running.",
     )
     parser.add_argument("--config", metavar="PATH", help="the configuration file to read")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_commands(parser.add_subparsers(dest="command", metavar="COMMAND"), hooks)
+    return parser
+
+
+def add_commands(
+    commands: argparse._SubParsersAction[Any],
+    hooks: Hooks | None = None,
+    *,
+    common: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> None:
+    """Add every subcommand to ``commands`` (plugins' too when ``hooks`` is given).
+
+    The ``appd`` command and ``manage.py appd`` share these subcommands; each subcommand's
+    ``handler`` default is the function that runs it with the parsed arguments.
+
+    :param common: called with each subcommand's parser, for options every one of them takes
+        (``manage.py appd`` adds Django's standard options this way).
+    """
 
     def add(name: str, handler: Command, help_text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub: argparse.ArgumentParser = commands.add_parser(
+            name, help=help_text, description=help_text
+        )
         sub.set_defaults(handler=handler)
+        if common is not None:
+            common(sub)
         return sub
 
-    add("run", cmd_run, "Run the supervisor and every enabled service in the foreground.")
+    run = add("run", cmd_run, "Run the supervisor and every enabled service in the foreground.")
+    run.add_argument(
+        "--reload", action="store_true",
+        help="development: reload the services when a watched Python file changes",
+    )
     start = add("start", cmd_start, "Start the supervisor as a daemon with a pid file.")
     start.add_argument(
         "--timeout", type=float, default=START_TIMEOUT,
@@ -93,7 +126,6 @@ def build_parser(hooks: Hooks | None = None) -> argparse.ArgumentParser:
 
     if hooks is not None:
         hooks.appd_add_commands(subparsers=commands)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None, *, hooks: Hooks | None = None) -> int:
@@ -103,9 +135,18 @@ def main(argv: Sequence[str] | None = None, *, hooks: Hooks | None = None) -> in
         the configuration's ``plugins``, installed entry points), built once and used by the
         command too.  Plugins add their own subcommands through it.
     """
+    from appd.cli.app import config_source, framework_source
+
     # Warnings (a plugin that failed to load, secrets readable by others) go to standard error,
     # never into the output of `appd call` or `appd status --json`; `appd run` reconfigures.
     configure_logging("cli", stream=sys.stderr, level="WARNING")
+    # Beside a Django project: the configuration manage.py appd reads (settings.APPD).
+    source = framework_source()
+    with config_source(source) if source is not None else contextlib.nullcontext():
+        return _main(argv, hooks)
+
+
+def _main(argv: Sequence[str] | None, hooks: Hooks | None) -> int:
     not_loaded = None
     if hooks is None:
         from appd.cli.app import invocation_plugins
@@ -130,26 +171,45 @@ def main(argv: Sequence[str] | None = None, *, hooks: Hooks | None = None) -> in
         parser.print_help()
         return EXIT_USAGE
     try:
-        return handler(args)
+        code = handler(args)
+        sys.stdout.flush()  # here, where a closed pipe can still be handled
+        return code
     except AppdError as exc:
         _error(str(exc))
         return EXIT_ERROR
     except KeyboardInterrupt:
         return EXIT_ERROR
+    except BrokenPipeError:
+        return output_closed()
+
+
+def output_closed() -> int:
+    """The reader of our output went away (``appd status | head -1``): end quietly.
+
+    Standard output is pointed at ``/dev/null`` so that flushing it at exit cannot raise
+    again (what the Python documentation recommends for SIGPIPE).
+
+    :returns: the exit code, :data:`EXIT_ERROR`.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_ERROR
 
 
 def _error(message: str) -> None:
     print(f"appd: error: {message}", file=sys.stderr)
 
 
-def _config(args: argparse.Namespace) -> AppdConfig:
-    return _load(args)[0]
+def _config(args: argparse.Namespace, *, secrets: bool = True) -> AppdConfig:
+    return _load(args, secrets=secrets)[0]
 
 
-def _load(args: argparse.Namespace) -> tuple[AppdConfig, Hooks]:
+def _load(args: argparse.Namespace, *, secrets: bool = True) -> tuple[AppdConfig, Hooks]:
+    """The configuration and plugins; ``secrets=False`` for commands that use no secret."""
     from appd.cli.app import load
 
-    return load(args.config, hooks=getattr(args, "hooks", None))
+    return load(args.config, hooks=getattr(args, "hooks", None), secrets=secrets)
 
 
 # -- run / start / stop / restart ---------------------------------------------------------------
@@ -158,7 +218,24 @@ def _load(args: argparse.Namespace) -> tuple[AppdConfig, Hooks]:
 def cmd_run(args: argparse.Namespace) -> int:
     from appd.cli.app import run_supervisor
 
+    if getattr(args, "reload", False):
+        return _run_reloading(args)
     return run_supervisor(*_load(args), hold_pid_file=True, config_path=args.config)
+
+
+def _run_reloading(args: argparse.Namespace) -> int:
+    """``run --reload``: the supervisor as a child, reloaded when a watched file changes."""
+    from pathlib import Path
+
+    from appd.cli.app import configure_logging_for
+    from appd.cli.reload import Reloader, supervisor_command, watch_roots
+
+    config = _config(args)  # a broken configuration fails here, before anything starts
+    configure_logging_for(config, "reloader")
+    places = [Path.cwd(), *config.paths]
+    if config.source is not None and Path(config.source).is_file():
+        places.append(Path(config.source).parent)
+    return Reloader(supervisor_command(), watch_roots(places)).run()
 
 
 def cmd_start(args: argparse.Namespace) -> int:
@@ -171,7 +248,7 @@ def cmd_start(args: argparse.Namespace) -> int:
 def cmd_stop(args: argparse.Namespace) -> int:
     from appd.runtime.pidfile import read_live_pid
 
-    config = _config(args)
+    config = _config(args, secrets=False)
     pid = read_live_pid(config.pid_file)
     if pid is None:
         print(f"appd is not running (no live pid file at {config.pid_file})")
@@ -223,7 +300,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from appd.runtime.pidfile import read_live_pid
     from appd.supervisor import read_status, status_path_for
 
-    config = _config(args)
+    config = _config(args, secrets=False)
     pid = read_live_pid(config.pid_file)
     if pid is None:
         if args.json:
@@ -326,7 +403,7 @@ def cmd_call(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     from appd.cli.app import service_rows
 
-    rows = service_rows(*_load(args))
+    rows = service_rows(*_load(args, secrets=False))
     if not rows:
         print("no services found")
         return EXIT_OK
@@ -337,7 +414,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_plugins(args: argparse.Namespace) -> int:
     from appd.cli.app import plugin_rows
 
-    loaded, failed = plugin_rows(_load(args)[1])
+    loaded, failed = plugin_rows(_load(args, secrets=False)[1])
     _print_table(["PLUGIN", "SOURCE", "HOOKS"], loaded)
     for name, error in failed:
         print(f"failed: {name}: {error}")
@@ -347,7 +424,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from appd.cli.app import check
 
-    problems, notes, warnings = check(*_load(args))
+    problems, notes, warnings = check(args.config, hooks=getattr(args, "hooks", None))
     for note in notes:
         print(f"ok: {note}")
     for warning in warnings:
@@ -367,4 +444,5 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 def _print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows, strict=False)]
     for row in [headers, *rows]:
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=False)))
+        cells = (str(cell).ljust(width) for cell, width in zip(row, widths, strict=False))
+        print("  ".join(cells).rstrip())

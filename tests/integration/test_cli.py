@@ -420,6 +420,30 @@ def test_literal_secrets_readable_by_others_warn_on_stderr_only(project: Project
     assert listed.stdout.startswith("NAME")
 
 
+def test_check_reports_problems_as_messages_and_list_needs_no_secret(project: Project) -> None:
+    project.write_config('key = "env:APPD_TEST_KEY_THAT_IS_NOT_SET"\n')
+    listed = project.appd("list")
+    assert listed.returncode == 0, listed.stderr
+    assert "services.EchoService" in listed.stdout
+    checked = project.appd("check")
+    assert checked.returncode == 1
+    assert (
+        "problem: appd.toml: services.echo.key: environment variable "
+        "'APPD_TEST_KEY_THAT_IS_NOT_SET' is not set"
+    ) in checked.stdout
+
+    project.write_config()
+    (project.root / "broken").mkdir()
+    (project.root / "broken" / "services.py").write_text("import driver_missing_for_appd\n")
+    broken = project.appd("check")
+    assert broken.returncode == 1
+    assert (
+        "problem: cannot import services module in directory "
+    ) in broken.stdout
+    assert "ModuleNotFoundError: No module named 'driver_missing_for_appd'" in broken.stdout
+    assert "Traceback" not in broken.stdout + broken.stderr
+
+
 def test_check_warns_about_a_key_that_looks_chosen_by_a_person(project: Project) -> None:
     project.write_config('key = "correct horse battery staple and more words"\n')
     human = project.appd("check")

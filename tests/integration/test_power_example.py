@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -402,3 +403,75 @@ def test_demo_without_a_service_and_without_spawning_fails_clearly() -> None:
     result = _run_demo("--no-spawn", "--port", str(port))
     assert result.returncode == 2
     assert f"cannot connect to 127.0.0.1:{port}" in result.stderr
+
+
+# -- docs/cli.md: the documented outputs are what the commands print ----------------------------
+
+CLI_DOC = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
+
+#: The documented commands, in an order that makes each documented output true.
+DOCUMENTED_ORDER = [
+    "appd check",
+    "appd list",
+    "appd start",
+    "appd call power poweron 3",
+    "appd call power explode 3",
+    "appd status",
+    "appd stop",
+    "appd stop",
+]
+
+
+def documented_outputs() -> list[tuple[str, str]]:
+    """``(command, output)`` for every ``$ appd …`` line of docs/cli.md's console blocks."""
+    import re
+
+    pairs: list[tuple[str, list[str]]] = []
+    for block in re.findall(r"```console\n(.*?)```", CLI_DOC.read_text(), re.S):
+        for line in block.splitlines():
+            if line.startswith("$ "):
+                pairs.append((line[2:], []))
+            else:
+                pairs[-1][1].append(line)
+    return [(command, "\n".join(lines)) for command, lines in pairs]
+
+
+def normalized(text: str, replacements: dict[str, str]) -> str:
+    import re
+
+    for old, new in replacements.items():
+        text = text.replace(old, new)
+    text = re.sub(r"\bpid( |=)\d+", r"pid\1N", text)
+    text = re.sub(r"\b(uptime|requests)=\d+", r"\1=N", text)
+    text = re.sub(r"\bheartbeat=[\d.]+s", "heartbeat=Ns", text)
+    return "\n".join(line.rstrip() for line in text.strip().splitlines())
+
+
+def test_the_documented_cli_outputs_are_what_the_commands_print(tmp_path: Path) -> None:
+    from support import descendants, free_port, kill_pids
+
+    documented = documented_outputs()
+    assert sorted(command for command, _ in documented) == sorted(DOCUMENTED_ORDER)
+    pdu_port, power_port = free_port(), free_port()
+    config = (EXAMPLE / "appd.toml").read_text()
+    config = config.replace("9100", str(pdu_port)).replace("9001", str(power_port))
+    (tmp_path / "appd.toml").write_text(config)
+    replacements = {
+        "/home/me/appd/examples/power": str(tmp_path),
+        "127.0.0.1:9100": f"127.0.0.1:{pdu_port}",
+        "127.0.0.1:9001": f"127.0.0.1:{power_port}",
+    }
+    before = set(descendants())
+    try:
+        for command in DOCUMENTED_ORDER:
+            expected = next(out for cmd, out in documented if cmd == command)
+            documented.remove((command, expected))
+            done = subprocess.run(
+                [sys.executable, "-m", "appd", *command.split()[1:]],
+                cwd=tmp_path, capture_output=True, text=True, timeout=60,
+            )
+            assert normalized(done.stdout + done.stderr, {}) == normalized(
+                expected, replacements
+            ), command
+    finally:
+        kill_pids(set(descendants()) - before)

@@ -125,3 +125,40 @@ def test_a_disabled_plugins_table_is_ignored_and_any_other_unknown_one_refused(
     # A plugin that takes its own table out in appd_configure leaves nothing unknown.
     config = finish_config(raw(), configure=lambda data: data.pop("prometheus"))
     assert config.shutdown_grace == 2
+
+
+def test_without_secrets_references_are_left_unread(
+    in_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NOT_SET_FOR_APPD", raising=False)
+    monkeypatch.setenv("APPD_TEST_HOST", "10.1.2.3")
+    table = {
+        "services": {
+            "power": {
+                "key": "env:NOT_SET_FOR_APPD",
+                "password": "file:/nonexistent/for/appd",
+                "host": "env:APPD_TEST_HOST",
+                "path": "env:NOT_SET_FOR_APPD",
+            }
+        }
+    }
+    with pytest.raises(ConfigurationError, match=r"services\.power\.key: environment variable"):
+        parse_config(table, source="appd.toml", base_dir=in_tmp)
+    config = parse_config(table, source="appd.toml", base_dir=in_tmp, secrets=False)
+    assert dict(config.services["power"].settings) == {
+        "key": "env:NOT_SET_FOR_APPD",
+        "password": "file:/nonexistent/for/appd",
+        "host": "10.1.2.3",
+        "path": "env:NOT_SET_FOR_APPD",
+    }
+
+
+def test_without_secrets_an_unresolvable_capacity_backend_is_kept_unread(
+    in_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NOT_SET_FOR_APPD", raising=False)
+    table = {"capacities": {"pdu": {"limit": 5, "backend": "env:NOT_SET_FOR_APPD"}}}
+    with pytest.raises(ConfigurationError, match=r"capacities\.pdu\.backend: environment"):
+        parse_config(table, source="appd.toml", base_dir=in_tmp)
+    config = parse_config(table, source="appd.toml", base_dir=in_tmp, secrets=False)
+    assert config.capacities["pdu"].backend == "env:NOT_SET_FOR_APPD"

@@ -9,6 +9,9 @@ no ``BASE_DIR``.
 from __future__ import annotations
 
 import copy
+import os
+import re
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
@@ -17,7 +20,14 @@ from appd.cli.app import ConfigSource
 from appd.config import RawConfig
 from appd.errors import ConfigurationError
 
-__all__ = ["SETTING", "SOURCE", "django_config_source", "settings_config"]
+__all__ = [
+    "SETTING",
+    "SOURCE",
+    "django_config_source",
+    "project_config_source",
+    "settings_config",
+    "settings_module_of",
+]
 
 #: The Django setting that holds appd's configuration.
 SETTING: Final = "APPD"
@@ -27,7 +37,8 @@ SOURCE: Final = f"settings.{SETTING}"
 
 
 def settings_config() -> RawConfig | None:
-    """``settings.APPD`` as read (a deep copy: plugins may adjust it), or None when unset.
+    """``settings.APPD`` as read (a deep copy: plugins may adjust it), or None when unset (or
+    when Django has no settings to read).
 
     Sets Django up first when the settings are configured but the apps are not loaded yet.
 
@@ -37,8 +48,17 @@ def settings_config() -> RawConfig | None:
     from django.apps import apps
     from django.conf import settings
 
+    if not settings.configured and not os.environ.get("DJANGO_SETTINGS_MODULE"):
+        return None  # no Django project here: the usual files
     if not apps.ready:
-        django.setup()
+        try:
+            django.setup()
+        except ImportError as exc:
+            module = os.environ.get("DJANGO_SETTINGS_MODULE", "")
+            raise ConfigurationError(
+                f"cannot set Django up with DJANGO_SETTINGS_MODULE={module!r}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
     data = getattr(settings, SETTING, None)
     if data is None:
         return None
@@ -63,3 +83,38 @@ def django_config_source() -> ConfigSource:
         plugins=(connections,),
         entry="appd.contrib.django.config:django_config_source",
     )
+
+
+#: ``os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")`` in a ``manage.py``.
+_MANAGE_PY_SETTINGS: Final = re.compile(
+    r"""DJANGO_SETTINGS_MODULE["']\s*,\s*["']([\w.]+)["']"""
+)
+
+
+def settings_module_of(directory: Path) -> str | None:
+    """The settings module ``directory/manage.py`` sets up (as ``startproject`` writes it)."""
+    try:
+        text = (directory / "manage.py").read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+    found = _MANAGE_PY_SETTINGS.search(text)
+    return found.group(1) if found else None
+
+
+def project_config_source(directory: Path | None = None) -> ConfigSource | None:
+    """The plain ``appd`` command's way into a Django project, or None outside one.
+
+    A Django project is recognised by ``DJANGO_SETTINGS_MODULE``, or by a ``manage.py`` in
+    ``directory`` (the working directory) naming its settings module.  As ``manage.py``
+    does, the directory goes on ``sys.path`` and ``DJANGO_SETTINGS_MODULE`` is set; the
+    source is then the one ``manage.py appd`` uses, so both find the same configuration
+    (``settings.APPD``) and the same supervisor.  Django is not imported here.
+    """
+    directory = (directory or Path.cwd()).resolve()
+    module = os.environ.get("DJANGO_SETTINGS_MODULE") or settings_module_of(directory)
+    if not module:
+        return None
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", module)
+    if str(directory) not in sys.path:
+        sys.path.insert(0, str(directory))
+    return django_config_source()

@@ -413,6 +413,7 @@ class SystemdPlugin:
             read_config(args.config),
             configure=lambda data: hooks.appd_configure(config=data),
             disabled_plugins={*hooks.pm.disabled, *hooks.pm.disabled_entry_points},
+            secrets=False,  # a unit names no secret: it can be written where they are not set
         )
         if self.config_error is not None:
             raise self.config_error
