@@ -13,12 +13,19 @@ nox.options.error_on_missing_interpreters = False
 
 PYTHON = "3.11"
 
+#: The first-party plugin distributions: installed for real, each with its own tests.
+PLUGINS = ("plugins/appd-systemd", "plugins/appd-prometheus")
+
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """Install appd for real (entry points through real metadata) and run the test suite."""
-    session.install(".[test]")
+    """Install appd and the plugins for real (entry points through real metadata), run appd's
+    test suite, then each plugin's own (``nox -s tests -- ARGS`` passes ARGS to appd's run)."""
+    session.install(".[test]", *[f"./{plugin}" for plugin in PLUGINS])
     session.run("pytest", *session.posargs)
+    if not session.posargs:
+        for plugin in PLUGINS:
+            session.run("pytest", f"{plugin}/tests")
 
 
 @nox.session(python=PYTHON)
@@ -31,26 +38,30 @@ def stress(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """ruff over the package, the tests, the benchmarks and the examples; the layer contracts
-    of docs/architecture.md (``lint-imports``, configured in pyproject.toml)."""
+    """ruff over the package, the tests, the benchmarks, the examples and the plugins; the
+    layer contracts of docs/architecture.md (``lint-imports``, configured in pyproject.toml)."""
     session.install("ruff", "import-linter")
-    paths = ["appd", "tests", "bench", "docs/examples", "examples", "noxfile.py"]
+    paths = ["appd", "tests", "bench", "docs/examples", "examples", "plugins", "noxfile.py"]
     session.run("ruff", "check", *[p for p in paths if Path(p).exists()])
     session.run("lint-imports")
 
 
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on appd/ and on the power example's package."""
-    session.install(".[typecheck]")
-    session.run("mypy", "--strict", "appd", "examples/power/appd_power")
+    """mypy --strict on appd/, the power example's package and the plugins' packages."""
+    session.install(".[typecheck]", *[f"./{plugin}" for plugin in PLUGINS])
+    packages = [f"{plugin}/{Path(plugin).name.replace('-', '_')}" for plugin in PLUGINS]
+    session.run("mypy", "--strict", "appd", "examples/power/appd_power", *packages)
 
 
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """appd side by side with raw sockets and peer libraries (ratios to raw TCP), then what a
-    capacity costs: acquire+release on both backends, the power demo on one and two instances."""
-    session.install(".[bench]", "./examples/power")
+    capacity costs (acquire+release on both backends, the power demo on one and two instances)
+    and the per-request cost of the Prometheus plugin."""
+    session.install(".[bench]", "./examples/power", "./plugins/appd-prometheus")
     session.run("python", "bench/run.py", *session.posargs)
     session.run("python", "bench/imports.py")
-    session.run("python", "bench/capacity.py", *[a for a in session.posargs if a == "--quick"])
+    quick = [a for a in session.posargs if a == "--quick"]
+    session.run("python", "bench/capacity.py", *quick)
+    session.run("python", "bench/plugin_cost.py", *quick)

@@ -292,15 +292,23 @@ def finish_config(
     raw: RawConfig,
     *,
     configure: Callable[[dict[str, Any]], None] | None = None,
+    disabled_plugins: Collection[str] = (),
     secrets: bool = True,
 ) -> AppdConfig:
     """Run ``configure`` over ``raw`` and validate the result.
 
+    :param disabled_plugins: names of plugins turned off (``APPD_DISABLE_PLUGINS``): a
+        top-level table named after one of them is that plugin's own settings, and is left out
+        rather than rejected, so turning a plugin off needs no edit of the configuration.
     :param secrets: resolve the secret settings' references (see :func:`parse_config`).
     """
     before = set(raw.data)
     if configure is not None:
         configure(raw.data)
+    for name in disabled_plugins:
+        if name in raw.data and name not in _GLOBAL_KEYS:
+            del raw.data[name]
+            _log.info("settings of a disabled plugin ignored", table=name)
     added = set(raw.data) - before - _GLOBAL_KEYS
     return parse_config(
         raw.data, source=raw.source, base_dir=raw.base_dir, extra_keys=added, secrets=secrets

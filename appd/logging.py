@@ -166,8 +166,31 @@ def configure_logging(
     root.setLevel(level)
 
 
+def _route_to_stdlib_unless_configured() -> None:
+    """Until this process calls :func:`configure_logging` (or configures structlog itself),
+    send appd's records to the standard library's ``logging`` rather than structlog's default
+    of printing every level to standard output: a web worker that imports appd (and builds a
+    plugin manager, which logs each plugin it loads) keeps its output to itself, and its own
+    logging configuration decides what is shown (by default warnings and errors, on stderr)."""
+    if structlog.is_configured():
+        return
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            structlog.stdlib.add_log_level,
+            _add_role_and_pid,
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(default=repr),
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+
+
 def get_logger(name: str = "appd") -> Any:
     """A structlog logger whose records go through the standard library logger ``name``."""
+    _route_to_stdlib_unless_configured()
     return structlog.stdlib.get_logger(name)
 
 

@@ -162,7 +162,10 @@ def load(
     if hooks is None:
         hooks = configured_hooks(raw, plugins=source.plugins if source is not None else ())
     config = finish_config(
-        raw, configure=lambda data: hooks.appd_configure(config=data), secrets=secrets
+        raw,
+        configure=lambda data: hooks.appd_configure(config=data),
+        disabled_plugins={*hooks.pm.disabled, *hooks.pm.disabled_entry_points},
+        secrets=secrets,
     )
     return config, hooks
 
@@ -510,7 +513,7 @@ def plugin_rows(hooks: Hooks) -> tuple[list[list[str]], list[tuple[str, str]]]:
     from appd.cli.listing import list_plugins
 
     report = list_plugins(hooks.pm)
-    loaded = [[p.name, ", ".join(p.hooks) or "-"] for p in report.loaded]
+    loaded = [[p.name, p.source, ", ".join(p.hooks) or "-"] for p in report.loaded]
     failed = [(f.name, f.error) for f in report.failures]
     failed += [(name, "disabled by APPD_DISABLE_PLUGINS") for name in report.disabled]
     return loaded, failed

@@ -415,7 +415,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     from appd.cli.app import plugin_rows
 
     loaded, failed = plugin_rows(_load(args, secrets=False)[1])
-    _print_table(["PLUGIN", "HOOKS"], loaded)
+    _print_table(["PLUGIN", "SOURCE", "HOOKS"], loaded)
     for name, error in failed:
         print(f"failed: {name}: {error}")
     return EXIT_OK

@@ -106,6 +106,9 @@ class AppdPluginManager(pluggy.PluginManager):
         self.sources: dict[str, str] = {}
         #: Names blocked through :data:`DISABLE_ENV`.
         self.disabled: tuple[str, ...] = ()
+        #: Entry-point names of the plugins not loaded because :data:`DISABLE_ENV` names them
+        #: (by entry-point or distribution name).
+        self.disabled_entry_points: list[str] = []
 
 
 def _disabled_names(environ: Mapping[str, str]) -> tuple[str, ...]:
@@ -169,6 +172,7 @@ def _load_entry_points(pm: AppdPluginManager) -> None:
         source = f"entry point {dist_name}:{ep.name}" if dist_name else f"entry point {ep.name}"
         if ep.name in pm.disabled or (dist_name is not None and dist_name in pm.disabled):
             _log.info("plugin disabled", plugin=ep.name, source=source, env=DISABLE_ENV)
+            pm.disabled_entry_points.append(ep.name)
             continue
         if pm.has_plugin(ep.name):
             continue  # the same distribution seen twice on sys.path

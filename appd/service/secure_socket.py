@@ -19,6 +19,7 @@ from appd.runtime import quit_requested
 from appd.service.base import AppServiceBase
 from appd.service.settings import SOCKET_SETTINGS, SocketServiceSettings, build_socket_settings
 from appd.transport.client import SecureSocketAppClient
+from appd.transport.limits import ServerLoad
 from appd.transport.listen import bind_listener, format_address
 from appd.transport.loop import LoopThread
 from appd.transport.request import LocalCounter, Request, RequestCounter, RequestReply
@@ -118,6 +119,7 @@ class SecureSocketAppService(AppServiceBase):
 
     def __init__(self) -> None:
         self._loop_thread: LoopThread | None = None
+        self._server: SecureSocketServer | None = None
         self._counter: RequestCounter = LocalCounter()
 
     @property
@@ -220,17 +222,26 @@ class SecureSocketAppService(AppServiceBase):
         sock = self.bind() if listener is None else listener
         where = sock.getsockname()
         log.info("serving", service=self.name, address=str(where) or settings.address)
+        self._server = SecureSocketServer(
+            settings.server, handler, sock, counter=self._counter, gate=gate
+        )
         try:
-            SecureSocketServer(
-                settings.server, handler, sock, counter=self._counter, gate=gate
-            ).serve(quit_requested)
+            self._server.serve(quit_requested)
         finally:
+            self._server = None
             if own:
                 sock.close()
             if self._loop_thread is not None:
                 self._loop_thread.stop()
                 self._loop_thread = None
             log.info("stopped serving", service=self.name, requests=self.requests_served)
+
+    def server_load(self) -> ServerLoad | None:
+        """While :meth:`serve` runs, in this process: handlers running, requests waiting for a
+        slot, and requests refused busy by command (``None`` when not serving).  Metrics
+        plugins sample it; busy refusals never reach ``appd_request``."""
+        server = self._server
+        return None if server is None else server.load()
 
     def run(self) -> None:
         """Serve requests until quit is requested."""

@@ -7,11 +7,25 @@ that thread may run its handler now, may wait in the queue, or must answer "serv
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from appd.errors import ServiceBusy
 
-__all__ = ["Limiter", "Watchdog"]
+__all__ = ["Limiter", "ServerLoad", "Watchdog"]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLoad:
+    """How loaded one serving process is right now (what metrics plugins sample)."""
+
+    #: Handlers running now.
+    running: int
+    #: Requests waiting for a handler slot now (the queue depth).
+    waiting: int
+    #: Requests refused with ``ServiceBusy`` since the server started, by command name.
+    refused: Mapping[str, int]
 
 
 class Limiter:
@@ -33,14 +47,20 @@ class Limiter:
         self._cond = threading.Condition(self._lock)
         self.running = 0
         self.waiting = 0
+        #: Requests refused busy, by the label :meth:`acquire` was given (the command name).
+        self.refused: Counter[str] = Counter()
 
-    def acquire(self) -> None:
-        """Take a slot, waiting in the queue if allowed; :class:`ServiceBusy` otherwise."""
+    def acquire(self, label: str = "") -> None:
+        """Take a slot, waiting in the queue if allowed; :class:`ServiceBusy` otherwise.
+
+        :param label: what a refusal is counted under in :attr:`refused` (the command name).
+        """
         with self._lock:
             if self.running < self._slots:
                 self.running += 1
                 return
             if self.waiting >= self._max_queue:
+                self.refused[label] += 1
                 raise ServiceBusy(
                     f"all {self._slots} handler slots are busy and the queue is full "
                     f"(max_queue = {self._max_queue})"
@@ -51,10 +71,16 @@ class Limiter:
             finally:
                 self.waiting -= 1
             if not got:
+                self.refused[label] += 1
                 raise ServiceBusy(
                     f"no handler slot became free within queue_timeout ({self._queue_timeout} s)"
                 )
             self.running += 1
+
+    def load(self) -> ServerLoad:
+        """A consistent snapshot of the running, waiting and refused counts."""
+        with self._lock:
+            return ServerLoad(self.running, self.waiting, dict(self.refused))
 
     def release(self) -> None:
         """Give a slot back (and count the request as served)."""

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from appd.errors import ProtocolError, RequestTimeout, ServiceBusy
 from appd.logging import get_logger
 from appd.transport.heap import TRIM_AFTER, trim_heap
-from appd.transport.limits import Limiter, Watchdog
+from appd.transport.limits import Limiter, ServerLoad, Watchdog
 from appd.transport.protocol import (
     BadRequest,
     FrameDecoder,
@@ -260,6 +260,10 @@ class SecureSocketServer:
             conns = list(self._connections)
         for conn in conns:
             conn.expire_if_overdue(now)
+
+    def load(self) -> ServerLoad:
+        """Handlers running, requests queued, and requests refused busy (by command), now."""
+        return self.limiter.load()
 
     # -- accept loop -------------------------------------------------------------------------
 
@@ -702,7 +706,7 @@ class _Connection:
         request = Request(request_id, cmd, args, kwargs, self.username, self.peer)
         limiter = self.limiter
         try:
-            limiter.acquire()
+            limiter.acquire(cmd)
         except ServiceBusy as exc:
             self._send(encode_error(request_id, "busy", "ServiceBusy", str(exc)))
             return

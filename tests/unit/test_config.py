@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from appd.config import CONFIG_ENV_VAR, load_config, parse_config
+from appd.config import CONFIG_ENV_VAR, RawConfig, finish_config, load_config, parse_config
 from appd.errors import ConfigurationError
 
 
@@ -107,6 +107,24 @@ def test_pid_and_log_files_are_relative_to_run_dir(in_tmp: Path) -> None:
     assert config.run_dir == in_tmp / "var"
     assert config.pid_file == in_tmp / "var" / "appd.pid"
     assert config.log_file == in_tmp / "var" / "logs" / "appd.log"
+
+
+def test_a_disabled_plugins_table_is_ignored_and_any_other_unknown_one_refused(
+    tmp_path: Path,
+) -> None:
+    def raw() -> RawConfig:
+        return RawConfig({"prometheus": {"port": 9464}, "shutdown_grace": 2}, "appd.toml", tmp_path)
+
+    with capture_logs() as logs:
+        config = finish_config(raw(), disabled_plugins=("prometheus",))
+    assert config.shutdown_grace == 2 and "prometheus" not in config.extra
+    assert {"event": "settings of a disabled plugin ignored", "table": "prometheus",
+            "log_level": "info"} in logs
+    with pytest.raises(ConfigurationError, match=r"appd\.toml: prometheus: unknown setting"):
+        finish_config(raw(), disabled_plugins=("systemd",))
+    # A plugin that takes its own table out in appd_configure leaves nothing unknown.
+    config = finish_config(raw(), configure=lambda data: data.pop("prometheus"))
+    assert config.shutdown_grace == 2
 
 
 def test_without_secrets_references_are_left_unread(
