@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+sys.path.insert(0, str(Path(__file__).parent))
+
+from support import descendants, kill_pids, pid_alive, reap_zombies
+
 # Performance is measured in benchmarks, not in tests: on a shared machine one slow example
 # must not fail a property test, so examples have no deadline.
 settings.register_profile("appd", deadline=None)
 settings.load_profile("appd")
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from support import descendants, kill_pids, pid_alive, reap_zombies
 
 PR_SET_CHILD_SUBREAPER = 36
 
