@@ -297,6 +297,8 @@ def finish_config(
 ) -> AppdConfig:
     """Run ``configure`` over ``raw`` and validate the result.
 
+    :param configure: the ``appd_configure`` hook; a :class:`ConfigurationError` it raises (a
+        plugin refusing its own table) is the configuration's error, prefixed with its source.
     :param disabled_plugins: names of plugins turned off (``APPD_DISABLE_PLUGINS``): a
         top-level table named after one of them is that plugin's own settings, and is left out
         rather than rejected, so turning a plugin off needs no edit of the configuration.
@@ -304,7 +306,15 @@ def finish_config(
     """
     before = set(raw.data)
     if configure is not None:
-        configure(raw.data)
+        try:
+            configure(raw.data)
+        except ConfigurationError as exc:
+            # A plugin refused its own settings: one error naming the file, like any other.
+            label = raw.source or "configuration"
+            message = str(exc)
+            raise ConfigurationError(
+                message if message.startswith(label) else f"{label}: {message}"
+            ) from None
     for name in disabled_plugins:
         if name in raw.data and name not in _GLOBAL_KEYS:
             del raw.data[name]

@@ -515,7 +515,7 @@ def plugin_rows(hooks: Hooks) -> tuple[list[list[str]], list[tuple[str, str]]]:
     report = list_plugins(hooks.pm)
     loaded = [[p.name, p.source, ", ".join(p.hooks) or "-"] for p in report.loaded]
     failed = [(f.name, f.error) for f in report.failures]
-    failed += [(name, "disabled by APPD_DISABLE_PLUGINS") for name in report.disabled]
+    failed += [(name, "") for name in report.disabled]
     return loaded, failed
 
 

@@ -417,7 +417,10 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     loaded, failed = plugin_rows(_load(args, secrets=False)[1])
     _print_table(["PLUGIN", "SOURCE", "HOOKS"], loaded)
     for name, error in failed:
-        print(f"failed: {name}: {error}")
+        if error:
+            print(f"failed: {name}: {error}")
+        else:
+            print(f"disabled: {name} (APPD_DISABLE_PLUGINS)")
     return EXIT_OK
 
 

@@ -257,10 +257,14 @@ def get_plugin_manager(
 
 
 @contextlib.contextmanager
-def _failure_logged(hook_name: str) -> Iterator[None]:
-    """Log an exception a notification hook raised, and carry on."""
+def _failure_logged(
+    hook_name: str, *, passing: tuple[type[Exception], ...] = ()
+) -> Iterator[None]:
+    """Log an exception a notification hook raised, and carry on (``passing`` ones go on)."""
     try:
         yield
+    except passing:
+        raise
     except Exception as exc:
         _log.error("hook failed", hook=hook_name, error=_one_line(exc), exc_info=exc)
 
@@ -286,8 +290,11 @@ class Hooks:
         """Fire ``appd_configure``; plugins registered later are called too (historic).
 
         :param config: the loaded configuration, handed to every plugin.
+        :raises ConfigurationError: a plugin refused its settings (a bad ``[systemd]`` table,
+            say): that is the configuration's error, never logged and ignored.  Any other
+            exception is logged and the others carry on.
         """
-        with _failure_logged("appd_configure"):
+        with _failure_logged("appd_configure", passing=(ConfigurationError,)):
             self.pm.hook.appd_configure.call_historic(kwargs={"config": config})
 
     def appd_services(self) -> list[tuple[str, list[type[AppServiceBase] | ModuleType]]]:

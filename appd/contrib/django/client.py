@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from appd.errors import ConfigurationError
+from appd.errors import ConfigurationError, DiscoveryError
 
 if TYPE_CHECKING:
     from appd.transport.client import SecureSocketAppClient
@@ -158,7 +158,11 @@ def _make_client(name: str, timeout: float) -> SecureSocketAppClient:
     from appd.contrib.django.config import django_config_source
 
     config, hooks = load(None, source=django_config_source())
-    made: SecureSocketAppClient = client_for(config, hooks, name, timeout=timeout)
+    try:
+        made: SecureSocketAppClient = client_for(config, hooks, name, timeout=timeout)
+    except DiscoveryError as exc:
+        # In a web worker the message stays one line; the traceback is the cause's.
+        raise DiscoveryError(exc.summary) from exc.__cause__ or exc
     return made
 
 

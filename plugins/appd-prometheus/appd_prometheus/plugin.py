@@ -26,6 +26,7 @@ from appd import (
     AppServiceBase,
     ConfigurationError,
     RequestTimeout,
+    UnknownCommand,
     get_logger,
     hookimpl,
 )
@@ -34,7 +35,10 @@ from appd_prometheus.metrics import LoadSampler, ServiceMetrics
 from appd_prometheus.settings import SETTINGS_TABLE, PrometheusSettings
 from appd_prometheus.slots import Slot, claim_slot
 
-__all__ = ["DIRECTORY_ENV", "SAMPLE_INTERVAL", "PrometheusPlugin", "plugin"]
+__all__ = ["DIRECTORY_ENV", "SAMPLE_INTERVAL", "UNKNOWN_COMMAND", "PrometheusPlugin", "plugin"]
+
+#: The ``command`` label of requests for a command the service does not have.
+UNKNOWN_COMMAND: Final = "<unknown>"
 
 #: Set by the supervisor for its service processes: where they write their metrics.
 DIRECTORY_ENV: Final = "APPD_PROMETHEUS_DIR"
@@ -224,6 +228,10 @@ class PrometheusPlugin:
             result = yield
         except RequestTimeout:
             metrics.observe(request.cmd, "timeout", time.perf_counter() - started)
+            raise
+        except UnknownCommand:
+            # Any client may name any command: one series for them all, not one per name.
+            metrics.observe(UNKNOWN_COMMAND, "remote_error", time.perf_counter() - started)
             raise
         except BaseException:
             elapsed = time.perf_counter() - started

@@ -118,3 +118,23 @@ def test_without_a_table_the_plugin_stays_idle(supervisor_plugin: PrometheusPlug
     supervisor_plugin.appd_status(status={"state": "running", "services": {}})
     assert supervisor_plugin.address is None
     assert DIRECTORY_ENV not in os.environ
+
+
+@pytest.mark.parametrize("command", ["check", "run"])
+def test_a_wrong_table_fails_the_command_with_one_error_naming_file_and_key(
+    tmp_path: Path, command: str
+) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "appd.toml").write_text("[prometheus]\nport = 0\nbogus = 2\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("APPD_CONFIG", "APPD_DISABLE_PLUGINS")}
+    done = subprocess.run(
+        [sys.executable, "-m", "appd", command],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    assert "appd.toml: prometheus.bogus: unknown setting" in output
+    assert output.count("prometheus.bogus") == 1
+    assert "Traceback" not in output

@@ -92,14 +92,24 @@ def _number(
 
 
 def summary(status: Mapping[str, Any]) -> str:
-    """The one-line ``STATUS=``: services ready, restarting, FATAL."""
+    """The one-line ``STATUS=``: services ready, starting (for the first time), restarting
+    (after a crash), FATAL."""
     services: Mapping[str, Any] = status.get("services", {})
     ready = sorted(n for n, s in services.items() if s.get("state") == "ready")
     restarting = sorted(
-        n for n, s in services.items() if s.get("state") in ("backoff", "starting")
+        n
+        for n, s in services.items()
+        if s.get("state") == "backoff" or (s.get("state") == "starting" and s.get("restarts"))
+    )
+    starting = sorted(
+        n
+        for n, s in services.items()
+        if s.get("state") == "starting" and not s.get("restarts")
     )
     fatal = sorted(n for n, s in services.items() if s.get("state") == "fatal")
     parts = [f"{len(ready)}/{len(services)} services ready"]
+    if starting:
+        parts.append("starting: " + ", ".join(starting))
     if restarting:
         parts.append("restarting: " + ", ".join(restarting))
     if fatal:
@@ -290,7 +300,8 @@ class SystemdPlugin:
                 self._reloading = False
                 self._reload_seen_in_status = False
                 if self._status is not None:
-                    self._on_status(self._status[0])
+                    # The last status was written during the reload: it still says so.
+                    self._on_status({**self._status[0], "state": "running"})
 
     @hookimpl
     def appd_quit(self) -> None:

@@ -150,6 +150,7 @@ def test_ready_only_after_every_service_is_ready_then_reload_then_stop(
              message="READY=1 after the reload")
     again = notify_socket.with_key("READY", "1")[1]
     assert again.at >= reloading.at
+    assert len(notify_socket.with_key("RELOADING", "1")) == 1  # once per reload
     assert not set(pids_of(project.status(), "slow")) & set(old)
 
     proc.send_signal(signal.SIGTERM)

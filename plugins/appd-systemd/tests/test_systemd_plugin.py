@@ -57,8 +57,8 @@ def test_ready_only_once_every_service_is_ready(
     assert ready[0].fields["STATUS"] == "2/2 services ready"
     statuses = [m.fields["STATUS"] for m in notify_socket.with_key("STATUS")]
     assert statuses == [
-        "0/2 services ready; restarting: echo, power",
-        "1/2 services ready; restarting: power",
+        "0/2 services ready; starting: echo, power",
+        "1/2 services ready; starting: power",
         "2/2 services ready",
     ]
 
@@ -66,6 +66,14 @@ def test_ready_only_once_every_service_is_ready(
 def test_status_names_restarting_and_fatal_services() -> None:
     line = summary(status(a="ready", b="backoff", c="fatal"))
     assert line == "1/3 services ready; restarting: b; FATAL: c"
+
+
+def test_status_tells_a_first_start_from_a_restart() -> None:
+    restarted = {"state": "running", "services": {
+        "a": {"state": "starting", "restarts": 0},
+        "b": {"state": "starting", "restarts": 2},
+    }}
+    assert summary(restarted) == "0/2 services ready; starting: a; restarting: b"
 
 
 def test_reloading_then_ready_again_then_stopping(
