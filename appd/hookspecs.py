@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, MutableMapping
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import pluggy
 
@@ -23,13 +23,13 @@ if TYPE_CHECKING:
     import argparse
     import socket
 
-    from appd.service import AppServiceBase
 
 __all__ = [
     "PROJECT_NAME",
     "Request",
     "RequestHandler",
     "RequestReply",
+    "Service",
     "hookimpl",
     "hookspec",
 ]
@@ -42,6 +42,24 @@ hookimpl: Final = pluggy.HookimplMarker(PROJECT_NAME)
 
 #: Marks a function in this module as a hook specification.
 hookspec: Final = pluggy.HookspecMarker(PROJECT_NAME)
+
+class Service(Protocol):
+    """What a hook receives as ``service``: an appd service (a subclass of
+    :class:`appd.AppServiceBase`), described here so that the hook layer needs no import of the
+    service layer above it."""
+
+    #: The service's name.
+    name: str
+
+    def setup(self) -> None:
+        """Prepare the service in its own process."""
+
+    def run(self) -> None:
+        """Do the service's work until quit is requested."""
+
+    def teardown(self) -> None:
+        """Release what setup opened."""
+
 
 # -------------------------------------------------------------------------------------------
 # Configuration and discovery
@@ -65,7 +83,7 @@ def appd_configure(config: MutableMapping[str, Any]) -> None:
 
 
 @hookspec
-def appd_services() -> list[type[AppServiceBase] | ModuleType]:
+def appd_services() -> list[type[Service] | ModuleType]:
     """Contribute service classes, besides entry points and ``services.py`` discovery.
 
     Every result counts: the lists of all plugins are joined.  A class returned by two
@@ -84,7 +102,7 @@ def appd_services() -> list[type[AppServiceBase] | ModuleType]:
 
 
 @hookspec
-def appd_pre_fork(service: AppServiceBase, worker: int) -> None:
+def appd_pre_fork(service: Service, worker: int) -> None:
     """Called in the supervisor just before it starts a service process.
 
     :param service: the service instance about to run (its settings already applied).
@@ -93,7 +111,7 @@ def appd_pre_fork(service: AppServiceBase, worker: int) -> None:
 
 
 @hookspec
-def appd_post_fork(service: AppServiceBase, worker: int) -> None:
+def appd_post_fork(service: Service, worker: int) -> None:
     """Called in the new service process, before the service's ``setup()``.
 
     The place to drop connections inherited from the supervisor (database handles, sockets
@@ -105,7 +123,7 @@ def appd_post_fork(service: AppServiceBase, worker: int) -> None:
 
 
 @hookspec
-def appd_service_ready(service: AppServiceBase, worker: int) -> None:
+def appd_service_ready(service: Service, worker: int) -> None:
     """Called in the service process once the service is accepting requests or running.
 
     :param service: the service instance that became ready.
@@ -115,7 +133,7 @@ def appd_service_ready(service: AppServiceBase, worker: int) -> None:
 
 @hookspec
 def appd_crash(
-    service: AppServiceBase,
+    service: Service,
     worker: int,
     exitcode: int | None,
     signal: int | None,
@@ -148,7 +166,7 @@ def appd_quit(reason: str) -> None:
 
 
 @hookspec(firstresult=True)
-def appd_listener(service: AppServiceBase) -> socket.socket | None:
+def appd_listener(service: Service) -> socket.socket | None:
     """Give a socket service a listening socket instead of letting the supervisor bind one.
 
     Called in the supervisor before the first fork, once per socket service, and again each
@@ -195,7 +213,7 @@ def appd_reload(phase: str) -> None:
 
 
 @hookspec(firstresult=True)
-def appd_request(service: AppServiceBase, request: Request) -> RequestReply | None:
+def appd_request(service: Service, request: Request) -> RequestReply | None:
     """Serve one request; called in the service process for every request it receives.
 
     Stops at the first non-``None`` result.  appd's own implementation runs last and returns

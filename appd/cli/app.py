@@ -24,13 +24,11 @@ from appd.errors import AppdError, ConfigurationError
 from appd.hooks import Hooks, configured_hooks
 from appd.logging import configure_logging, get_logger
 from appd.service import AppServiceBase
-from appd.transport.crypto import human_key_reason
 
 __all__ = [
     "FRAMEWORK_SOURCES",
     "ConfigSource",
     "capacity_status",
-    "check",
     "client_for",
     "config_source",
     "configure_logging_for",
@@ -38,6 +36,7 @@ __all__ = [
     "discover",
     "framework_source",
     "invocation_hooks",
+    "is_enabled",
     "invocation_plugins",
     "load",
     "plugin_rows",
@@ -216,7 +215,7 @@ def prepare_services(
     services = []
     capacities = Capacities(config.capacities)  # opened lazily, in the process that uses one
     for item in found:
-        if only_enabled and not _enabled(config, item.name):
+        if only_enabled and not is_enabled(config, item.name):
             continue
         service = item.cls()
         configure_service(service, config)
@@ -225,7 +224,9 @@ def prepare_services(
     return services
 
 
-def _enabled(config: AppdConfig, name: str) -> bool:
+def is_enabled(config: AppdConfig, name: str) -> bool:
+    """Whether the configuration runs the service ``name`` (its table's ``enabled`` and the
+    top-level ``enabled`` list)."""
     return config.service(name).enabled and (config.enabled is None or name in config.enabled)
 
 
@@ -517,81 +518,6 @@ def plugin_rows(hooks: Hooks) -> tuple[list[list[str]], list[tuple[str, str]]]:
     failed = [(f.name, f.error) for f in report.failures]
     failed += [(name, "") for name in report.disabled]
     return loaded, failed
-
-
-def check(
-    config_path: str | None, *, hooks: Hooks | None = None
-) -> tuple[list[str], list[str], list[str]]:
-    """``appd check``: problems, passed checks and warnings (worth fixing, not failing the
-    check), without starting anything.
-
-    The configuration, discovery and the services' settings are checked first
-    (:func:`appd.cli.diagnosis.diagnose`: each problem a message, never a traceback); when they
-    are sound, each socket service's key, whether its address is free, and each capacity.
-
-    :param hooks: the invocation's plugin manager (built here when omitted).
-    :raises ConfigurationError: the configuration cannot be read at all.
-    """
-    from appd.cli.diagnosis import diagnose
-    from appd.service import SecureSocketAppService
-
-    diagnosis = diagnose(config_path, hooks=hooks)
-    problems = [finding.message for finding in diagnosis.findings]
-    warnings: list[str] = []
-    config, found = diagnosis.config, diagnosis.services
-    if config is None:
-        # A configuration that cannot be read is an error, as for every other command.
-        raise ConfigurationError(problems[0])
-    notes = [f"configuration: {config.source or 'defaults (no configuration file)'}"]
-    if found is None or problems:
-        return problems, notes, warnings
-    notes.append(f"discovery: {len(found)} service(s): {', '.join(f.name for f in found) or '-'}")
-    for item in found:
-        if not _enabled(config, item.name):
-            continue
-        service = item.cls()
-        try:
-            configure_service(service, config)
-        except ConfigurationError as exc:
-            problems.append(str(exc))
-            continue
-        if not isinstance(service, SecureSocketAppService) or service.settings is None:
-            continue
-        size = len(service.settings.server.psk)
-        if size < RECOMMENDED_KEY_BYTES:
-            problems.append(
-                f"service {service.name}: key is {size} bytes; use at least "
-                f"{RECOMMENDED_KEY_BYTES} (appd keygen)"
-            )
-        elif (reason := human_key_reason(service.settings.server.psk)) is not None:
-            warnings.append(
-                f"service {service.name}: key looks chosen by a person ({reason}); a recorded "
-                "handshake lets it be guessed offline: use a generated one (appd keygen)"
-            )
-        try:
-            listener = service.bind()
-        except AppdError as exc:
-            problems.append(str(exc))
-        except OSError as exc:
-            problems.append(f"service {service.name}: cannot listen: {exc.strerror}")
-        else:
-            listener.close()
-            if service.path:
-                Path(service.path).unlink(missing_ok=True)
-            notes.append(f"service {service.name}: address free")
-    for name, capacity in sorted(config.capacities.items()):
-        try:
-            backend = open_backend(capacity)
-            try:
-                backend.check()
-            finally:
-                backend.close()
-        except AppdError as exc:
-            problems.append(str(exc))
-        else:
-            what = "slot directory usable" if capacity.is_local else "Redis answers"
-            notes.append(f"capacity {name}: {backend.label}: {what}")
-    return problems, notes, warnings
 
 
 def capacity_status(config: AppdConfig) -> dict[str, dict[str, Any]]:

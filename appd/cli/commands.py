@@ -425,7 +425,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from appd.cli.app import check
+    from appd.cli.check import check
 
     problems, notes, warnings = check(args.config, hooks=getattr(args, "hooks", None))
     for note in notes:

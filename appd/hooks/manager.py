@@ -37,6 +37,7 @@ import pluggy
 from appd import hookspecs
 from appd.config import RawConfig, read_config
 from appd.errors import AppdError, ConfigurationError, DiscoveryError
+from appd.hookspecs import Service
 from appd.logging import get_logger
 from appd.transport.request import Request, RequestReply
 
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
     import argparse
     import socket
 
-    from appd.service import AppServiceBase
 
 __all__ = [
     "DISABLE_ENV",
@@ -297,7 +297,7 @@ class Hooks:
         with _failure_logged("appd_configure", passing=(ConfigurationError,)):
             self.pm.hook.appd_configure.call_historic(kwargs={"config": config})
 
-    def appd_services(self) -> list[tuple[str, list[type[AppServiceBase] | ModuleType]]]:
+    def appd_services(self) -> list[tuple[str, list[type[Service] | ModuleType]]]:
         """Collect ``appd_services`` per plugin: ``(plugin name, classes)`` pairs.
 
         Each implementation is called on its own so that every class can be traced to the
@@ -305,7 +305,7 @@ class Hooks:
 
         :raises DiscoveryError: an implementation raised or returned something not a list.
         """
-        contributions: list[tuple[str, list[type[AppServiceBase] | ModuleType]]] = []
+        contributions: list[tuple[str, list[type[Service] | ModuleType]]] = []
         for impl in reversed(self.pm.hook.appd_services.get_hookimpls()):
             if impl.wrapper or impl.hookwrapper:
                 continue
@@ -328,22 +328,22 @@ class Hooks:
                 contributions.append((impl.plugin_name, list(result)))
         return contributions
 
-    def appd_pre_fork(self, *, service: AppServiceBase, worker: int) -> None:
+    def appd_pre_fork(self, *, service: Service, worker: int) -> None:
         """Fire ``appd_pre_fork`` in the supervisor before starting process ``worker``."""
         self._notify("appd_pre_fork", service=service, worker=worker)
 
-    def appd_post_fork(self, *, service: AppServiceBase, worker: int) -> None:
+    def appd_post_fork(self, *, service: Service, worker: int) -> None:
         """Fire ``appd_post_fork`` in the new process, before ``service.setup()``."""
         self._notify("appd_post_fork", service=service, worker=worker)
 
-    def appd_service_ready(self, *, service: AppServiceBase, worker: int) -> None:
+    def appd_service_ready(self, *, service: Service, worker: int) -> None:
         """Fire ``appd_service_ready`` once the service accepts requests or runs."""
         self._notify("appd_service_ready", service=service, worker=worker)
 
     def appd_crash(
         self,
         *,
-        service: AppServiceBase,
+        service: Service,
         worker: int,
         exitcode: int | None,
         signal: int | None,
@@ -365,7 +365,7 @@ class Hooks:
         """Fire ``appd_quit`` (in the supervisor, and in each service process on quit)."""
         self._notify("appd_quit", reason=reason)
 
-    def appd_listener(self, *, service: AppServiceBase) -> socket.socket | None:
+    def appd_listener(self, *, service: Service) -> socket.socket | None:
         """A listening socket a plugin gives ``service`` (socket activation), or ``None``.
 
         Errors go through: a plugin that fails to hand over a socket fails the start.
