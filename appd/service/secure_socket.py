@@ -266,17 +266,7 @@ class SecureSocketAppService(AppServiceBase):
         table = dict(table or {})
         self._check_known(table, source=source)
         self._check_reload(table, source=source)
-        cls = type(self)
-        origin = f"{cls.__module__}.{cls.__qualname__}"
-        values = {name: getattr(self, name) for name in SOCKET_SETTINGS}
-        values.update({k: v for k, v in table.items() if k in SOCKET_SETTINGS})
-        settings = build_socket_settings(
-            self.name,
-            values,
-            source=source,
-            prefix=f"services.{self.name}.",
-            origins={name: f"{origin}.{name}" for name in SOCKET_SETTINGS - set(table)},
-        )
+        settings = self._read_settings(table, source=source)
         for setting, value in table.items():
             setattr(self, setting, value)
         self.settings = settings
@@ -291,15 +281,23 @@ class SecureSocketAppService(AppServiceBase):
     def server_settings(self) -> ServerSettings:
         """The server's settings as the service's attributes say *now*, validated (a new
         object each call; :attr:`settings` is what :meth:`configure` built once)."""
+        return self._read_settings({}, source="configuration").server
+
+    def _read_settings(self, table: Mapping[str, Any], *, source: str) -> SocketServiceSettings:
+        """The instance's values overridden by ``table``, validated; a value from the class is
+        named by its attribute (``shop.services.PowerService.port``), one from the table by
+        ``source`` and its key."""
         cls = type(self)
         origin = f"{cls.__module__}.{cls.__qualname__}"
+        values = {name: getattr(self, name) for name in SOCKET_SETTINGS}
+        values.update({k: v for k, v in table.items() if k in SOCKET_SETTINGS})
         return build_socket_settings(
             self.name,
-            {name: getattr(self, name) for name in SOCKET_SETTINGS},
-            source=origin,
-            prefix="",
-            origins={name: f"{origin}.{name}" for name in SOCKET_SETTINGS},
-        ).server
+            values,
+            source=source,
+            prefix=f"services.{self.name}.",
+            origins={name: f"{origin}.{name}" for name in SOCKET_SETTINGS - set(table)},
+        )
 
 
 async def _wrap_single(value: Awaitable[Any]) -> tuple[list[Any], dict[str, Any]]:
