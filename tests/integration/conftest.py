@@ -14,13 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from capacity_support import Holder
 from redis_server import redis_server  # noqa: F401  (a fixture for the capacity tests)
 from support import pid_alive, wait_for
 
 from appd import SecureSocketAppClient
-from appd.capacity import Capacity
-from appd.config import CapacityConfig
 from appd.transport.protocol import ClientHandshake, FrameDecoder, Session
 
 HERE = Path(__file__).parent
@@ -143,26 +140,3 @@ def closed_by_peer(sock: socket.socket, timeout: float = 10.0) -> bool:
     except TimeoutError:
         return False
     return True
-
-
-@pytest.fixture
-def capacity(settings: dict[str, Any]) -> Iterator[Capacity]:
-    """The capacity the test module's ``settings`` fixture describes (local or Redis)."""
-    cap = Capacity(CapacityConfig(**settings))
-    yield cap
-    cap.close()
-
-
-@pytest.fixture
-def holders() -> Iterator[Callable[..., Holder]]:
-    """Starts holder processes (``holders(settings, *mode)``); closes each at teardown."""
-    started: list[Holder] = []
-
-    def start(settings: dict[str, Any], *mode: str) -> Holder:
-        holder = Holder(settings, *mode)
-        started.append(holder)
-        return holder
-
-    yield start
-    for holder in started:
-        holder.close()

@@ -6,7 +6,7 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,26 @@ def settings(tmp_path: Path) -> dict[str, Any]:
     return {"name": "pdu", "limit": 2, "directory": tmp_path / "capacities",
             "acquire_timeout": 10.0}
 
+
+@pytest.fixture
+def capacity(settings: dict[str, Any]) -> Iterator[Capacity]:
+    cap = Capacity(CapacityConfig(**settings))
+    yield cap
+    cap.close()
+
+
+@pytest.fixture
+def holders() -> Iterator[Callable[..., Holder]]:
+    started: list[Holder] = []
+
+    def start(settings: dict[str, Any], *mode: str) -> Holder:
+        holder = Holder(settings, *mode)
+        started.append(holder)
+        return holder
+
+    yield start
+    for holder in started:
+        holder.close()
 
 
 def test_two_processes_share_a_limit_of_two_and_kill_9_frees_a_slot_at_once(

@@ -9,7 +9,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,26 @@ def settings(redis_server: RedisServer) -> dict[str, Any]:
     return {"name": "pdu", "limit": 2, "backend": redis_server.url, "lease_ttl": 1.0,
             "acquire_timeout": 10.0}
 
+
+@pytest.fixture
+def capacity(settings: dict[str, Any]) -> Iterator[Capacity]:
+    cap = Capacity(CapacityConfig(**settings))
+    yield cap
+    cap.close()
+
+
+@pytest.fixture
+def holders() -> Iterator[Callable[..., Holder]]:
+    started: list[Holder] = []
+
+    def start(settings: dict[str, Any], *mode: str) -> Holder:
+        holder = Holder(settings, *mode)
+        started.append(holder)
+        return holder
+
+    yield start
+    for holder in started:
+        holder.close()
 
 
 @pytest.mark.slow
