@@ -1,13 +1,15 @@
-"""Development sessions: ``nox`` runs lint, typecheck, tests and the stress suites;
-``nox -s bench`` the benchmark."""
+"""Development sessions: ``nox`` runs lint, typecheck and every test (the stress suites and the
+plugins' tests included, in parallel); ``nox -s stress`` the stress suites alone with their
+figures; ``nox -s bench`` the benchmarks."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["lint", "typecheck", "tests", "stress"]
+nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = False
 
@@ -16,22 +18,44 @@ PYTHON = "3.11"
 #: The first-party plugin distributions: installed for real, each with its own tests.
 PLUGINS = ("plugins/appd-systemd", "plugins/appd-prometheus")
 
+#: Every test directory the default run covers: appd's (unit, integration, stress) and each
+#: plugin's own.
+TEST_PATHS = ("tests", *[f"{plugin}/tests" for plugin in PLUGINS])
+
+
+def test_workers() -> str:
+    """How many pytest-xdist workers run the tests: ``APPD_TEST_WORKERS``, else twice the
+    cores (most tests wait on real processes, sockets and signals, not on the CPU)."""
+    return os.environ.get("APPD_TEST_WORKERS") or str(2 * (os.cpu_count() or 1))
+
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """Install appd and the plugins for real (entry points through real metadata), run appd's
-    test suite, then each plugin's own (``nox -s tests -- ARGS`` passes ARGS to appd's run)."""
+    """Install appd and the plugins for real (entry points through real metadata) and run every
+    test, appd's and each plugin's, in parallel (pytest-xdist, ``APPD_TEST_WORKERS`` workers).
+
+    ``nox -s tests -- ARGS`` passes ARGS to pytest: ``-- -m "not slow"`` is the quick loop
+    (leaves out the stress suites and the longest real-process tests), ``-- tests/unit -x``
+    runs only the paths named."""
     session.install(".[test]", *[f"./{plugin}" for plugin in PLUGINS])
-    session.run("pytest", *session.posargs)
-    if not session.posargs:
-        for plugin in PLUGINS:
-            session.run("pytest", f"{plugin}/tests")
+    paths_named = any(not arg.startswith("-") and Path(arg.split("::")[0]).exists()
+                      for arg in session.posargs)
+    if paths_named or session.posargs:
+        paths = [] if paths_named else list(TEST_PATHS)
+        session.run("pytest", "-n", test_workers(), "--dist", "worksteal", *paths, *session.posargs)
+        return
+    # The stress suites load every core for seconds at a time: they run on their own, after the
+    # rest, so the timing bounds of the other real-process tests hold on a small machine.
+    session.run("pytest", "-n", test_workers(), "--dist", "worksteal", "-m", "not stress",
+                *TEST_PATHS)
+    session.run("pytest", "-n", str(os.cpu_count() or 1), "-m", "stress", "tests/stress")
 
 
 @nox.session(python=PYTHON)
 def stress(session: nox.Session) -> None:
-    """The stress, chaos and fuzz suites against real service processes (a few minutes; the
-    figures they print are the ones docs/reliability.md reports)."""
+    """The stress, chaos and fuzz suites alone, one test at a time, against real service
+    processes (a few minutes; the figures they print are the ones docs/reliability.md reports;
+    the default run has them too, in parallel with the other tests)."""
     session.install(".[test]")
     session.run("pytest", "tests/stress", "-p", "no:cacheprovider", "-s", *session.posargs)
 

@@ -122,14 +122,26 @@ def build_wheel(source: Path, out: Path) -> Path:
 
 @contextlib.contextmanager
 def installed_wheel(wheel: Path, dist: str, package: str) -> Iterator[None]:
-    """Install ``wheel`` (no dependencies) for the ``with`` block; then uninstall ``dist`` and
-    forget every imported module of ``package``, so later tests see none of it."""
-    pip("install", "--no-deps", "--force-reinstall", str(wheel))
+    """Install ``wheel`` (no dependencies) for the ``with`` block, for real (its metadata and
+    entry points are found as any installed distribution's), but into a directory of its own
+    put first on ``sys.path`` and on the ``PYTHONPATH`` that processes started meanwhile
+    inherit: other test processes sharing the environment (``pytest -n``) never see it.
+    Afterwards the directory leaves both paths and every imported module of ``package`` is
+    forgotten, so later tests see none of it."""
+    target = wheel.parent / f"{dist}-site"
+    pip("install", "--no-deps", "--target", str(target), str(wheel))
+    previous = os.environ.get("PYTHONPATH")
+    sys.path.insert(0, str(target))
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(target), previous) if p)
     importlib.invalidate_caches()
     try:
         yield
     finally:
-        pip("uninstall", "-y", dist)
+        sys.path.remove(str(target))
+        if previous is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = previous
         importlib.invalidate_caches()
         for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
             del sys.modules[name]

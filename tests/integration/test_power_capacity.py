@@ -179,6 +179,7 @@ def _holder_pids(capacity: Capacity) -> set[int]:
     return {int(h.holder.split(":")[1]) for h in capacity.status().holders}
 
 
+@pytest.mark.slow
 def test_three_hosts_at_two_processes_keep_one_pdu_at_five_for_36_clients(
     redis_server: RedisServer, pdu: Pdu, supervisors: Callable[..., list[Supervisor]]
 ) -> None:
@@ -197,6 +198,7 @@ def test_three_hosts_at_two_processes_keep_one_pdu_at_five_for_36_clients(
     assert after["PEAK"] == 5  # ...while the load kept all five sessions busy
 
 
+@pytest.mark.slow
 def test_kill_9_of_a_host_frees_its_slots_within_the_ttl_and_the_others_carry_on(
     redis_server: RedisServer, pdu: Pdu, supervisors: Callable[..., list[Supervisor]]
 ) -> None:

@@ -342,6 +342,7 @@ def test_power_service_rejects_a_bad_outlet_and_keeps_serving(
         assert client.poweron(1) == "on"
 
 
+@pytest.mark.slow
 def test_power_service_reports_an_unreachable_pdu(power: Running, pdu: Running) -> None:
     pdu.stop()
     client = _module("services").PowerClient(host=power.host, port=power.port, timeout=30)

@@ -48,6 +48,7 @@ def fresh_checkout(tmp_path: Path) -> Iterator[Path]:
     kill_pids(set(descendants()) - before)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_readme_run_command_serves_the_power_example(fresh_checkout: Path, tmp_path: Path) -> None:
     env_dir = tmp_path / "venv"

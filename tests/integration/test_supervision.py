@@ -186,6 +186,7 @@ def test_two_sighups_100_ms_apart_replace_every_process_at_most_twice(
                for r in project.records())
 
 
+@pytest.mark.slow
 def test_a_crash_elsewhere_is_restarted_while_a_reload_drains_a_long_request(
     project: Project,
 ) -> None:

@@ -1,14 +1,14 @@
 """The stress, chaos and fuzz suites: run with ``nox -s stress`` (or ``pytest tests/stress``).
 
-They take minutes, not seconds, so a plain ``pytest`` (whose test paths include this directory)
-skips them unless they are asked for by path or with ``APPD_STRESS=1``.  They reuse the
-transport tests' service process and raw client (tests/integration/conftest.py).
+They take minutes of CPU, so every test here is marked ``slow``: the default ``nox`` run (and a
+plain ``pytest``) runs them beside the other tests, ``pytest -m "not slow"`` leaves them out, and
+``nox -s stress`` runs them alone, printing the figures docs/reliability.md reports.  They reuse
+the transport tests' service process and raw client (tests/integration/conftest.py).
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 from pathlib import Path
 
@@ -33,20 +33,10 @@ make_service = _fixtures.make_service  # type: ignore[attr-defined]
 service = _fixtures.service  # type: ignore[attr-defined]
 
 
-def _asked_for(config: pytest.Config) -> bool:
-    if os.environ.get("APPD_STRESS") == "1":
-        return True
-    for arg in config.args:
-        path = Path(arg.split("::")[0]).resolve()
-        if path == HERE or HERE in path.parents:
-            return True
-    return False
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if _asked_for(config):
-        return
-    skip = pytest.mark.skip(reason="stress suite: run `nox -s stress` or `pytest tests/stress`")
+    """Every test here is ``stress`` and ``slow`` (``-m "not slow"`` leaves the suites out of a
+    quick run)."""
     for item in items:
         if HERE in Path(str(item.fspath)).resolve().parents:
-            item.add_marker(skip)
+            item.add_marker(pytest.mark.stress)
+            item.add_marker(pytest.mark.slow)

@@ -28,6 +28,7 @@ def matches(project: Project, expected: dict[tuple[str, str], int]) -> Samples |
     return samples if seen == expected else None
 
 
+@pytest.mark.slow
 def test_counters_are_exact_across_processes_errors_busy_and_kill_9(project: Project) -> None:
     proc = project.run()
     pids = wait_for(project.ready_pids, timeout=30, message="both processes ready")

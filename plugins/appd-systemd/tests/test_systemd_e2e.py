@@ -131,6 +131,7 @@ def test_without_notify_socket_nothing_is_sent_and_appd_runs(project: Project) -
     assert "systemd notified" not in project.log()
 
 
+@pytest.mark.slow
 def test_ready_only_after_every_service_is_ready_then_reload_then_stop(
     project: Project, notify_socket: NotifySocket
 ) -> None:
@@ -159,6 +160,7 @@ def test_ready_only_after_every_service_is_ready_then_reload_then_stop(
     assert len(notify_socket.with_key("STOPPING", "1")) == 1
 
 
+@pytest.mark.slow
 def test_watchdog_pings_stop_while_a_service_process_is_stopped(
     project: Project, notify_socket: NotifySocket
 ) -> None:
