@@ -31,6 +31,7 @@ from appd.runtime.signals import (
 )
 
 __all__ = [
+    "INHERIT",
     "PARENT_DEATH_SIGNAL",
     "ExitInfo",
     "become_child",
@@ -108,25 +109,38 @@ def _set_parent_death_signal(signum: int, parent: int) -> None:
         os._exit(1)
 
 
+#: A redirect target meaning "keep the descriptor inherited from the parent": never reopened by
+#: path, so a socket, a pipe or a file opened without O_APPEND is shared (same open file
+#: description, same offset) rather than reopened (which fails for a socket, and overwrites
+#: for a non-append file).  As ``stdout_filename`` it makes stdout a duplicate of descriptor 2.
+INHERIT = "<inherit>"
+
+
 def redirect_stdio(stdout_filename: str, stderr_filename: str) -> None:
     """stdin from /dev/null; stdout and stderr appended to the given files (created if missing).
+
+    :data:`INHERIT` keeps the parent's stderr (duplicated, not reopened) for either stream.
 
     :raises OSError: a file cannot be opened; its message names the file.
     """
     targets = (
         (0, os.devnull, os.O_RDONLY),
-        (1, stdout_filename, os.O_WRONLY | os.O_CREAT | os.O_APPEND),
         (2, stderr_filename, os.O_WRONLY | os.O_CREAT | os.O_APPEND),
+        (1, stdout_filename, os.O_WRONLY | os.O_CREAT | os.O_APPEND),
     )
     opened = []
     try:
-        for _, filename, flags in targets:
+        flush_stdio()
+        for target_fd, filename, flags in targets:
+            if filename == INHERIT:
+                if target_fd == 1:
+                    os.dup2(2, 1)
+                continue
             try:
-                opened.append(os.open(filename, flags, 0o666))
+                fd = os.open(filename, flags, 0o666)
             except OSError as exc:
                 raise OSError(exc.errno, f"cannot open {filename!r}: {exc.strerror}") from exc
-        flush_stdio()
-        for (target_fd, _, _), fd in zip(targets, opened, strict=True):
+            opened.append(fd)
             os.dup2(fd, target_fd)
     finally:
         for fd in opened:

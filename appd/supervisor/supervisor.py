@@ -36,7 +36,7 @@ from appd.errors import AppdError
 from appd.hooks import Hooks
 from appd.logging import get_logger
 from appd.runtime.engine import Engine, Event, Slot, SlotState, write_json_atomically
-from appd.runtime.process import spawn, spawn_exec
+from appd.runtime.process import INHERIT, spawn, spawn_exec
 from appd.runtime.signals import SignalQueue
 from appd.service import AppServiceBase
 from appd.service.base import RELOAD_MODES
@@ -292,8 +292,8 @@ class Supervisor:
             pid = spawn(
                 body,
                 role=f"{entry.name}[{proc.worker}]",
-                stdout_filename="/dev/stderr",
-                stderr_filename="/dev/stderr",
+                stdout_filename=INHERIT,
+                stderr_filename=INHERIT,
                 keep_fds=keep,
             )
         _log.info("service process started", service=entry.name, worker=proc.worker, pid=pid)
