@@ -51,6 +51,15 @@ def free_port() -> int:
         return port
 
 
+def rss_mb(pid: int) -> float:
+    """A process's resident set (``Rss`` of /proc/PID/smaps_rollup), in MB (10^6 bytes)."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Rss:"):
+                return int(line.split()[1]) * 1024 / 1e6
+    return 0.0
+
+
 @contextlib.contextmanager
 def valkey() -> Iterator[str]:
     """A Valkey server on a free loopback port for the block; its URL."""
@@ -157,6 +166,17 @@ class Supervisor:
                 time.sleep(0.1)
             finally:
                 client.close()
+
+    def service_pids(self) -> list[int]:
+        """The service processes this supervisor forked (its children)."""
+        path = f"/proc/{self.proc.pid}/task/{self.proc.pid}/children"
+        with contextlib.suppress(OSError):
+            return [int(pid) for pid in Path(path).read_text().split()]
+        return []
+
+    def service_rss_mb(self) -> float:
+        """The largest RSS among the service processes, in MB (0.0 when none is found)."""
+        return max((rss_mb(pid) for pid in self.service_pids()), default=0.0)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
