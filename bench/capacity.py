@@ -128,7 +128,10 @@ def contended(backend: str, directory: str, n: int, processes: int = 4) -> float
 class Supervisor:
     """``appd run`` with the power service (one process) on ``pdu``, under ``capacity``."""
 
-    def __init__(self, root: Path, pdu: tuple[str, int], capacity: str | None) -> None:
+    def __init__(
+        self, root: Path, pdu: tuple[str, int], capacity: str | None,
+        capacity_dir: Path | None = None,
+    ) -> None:
         root.mkdir(parents=True)
         self.port = free_port()
         lines = ['enabled = ["power"]', 'log_level = "warning"']
@@ -139,6 +142,8 @@ class Supervisor:
         if capacity is not None:
             lines += ["[capacities.pdu]", "limit = 5", f"backend = {json.dumps(capacity)}",
                       "acquire_timeout = 30.0"]
+            if capacity_dir is not None:  # the local backend's slot files, shared by instances
+                lines.append(f"directory = {json.dumps(str(capacity_dir))}")
         (root / "appd.toml").write_text("\n".join(lines) + "\n")
         env = dict(os.environ)
         if not EXAMPLE_INSTALLED:

@@ -28,13 +28,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import capacity  # noqa: E402
-import cpu  # noqa: E402
-import power  # noqa: E402
+import capacity
+import cpu
+import power
 
 BENCH = Path(__file__).resolve().parent
 BASELINE = BENCH / "baseline.json"

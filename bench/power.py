@@ -38,12 +38,11 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import capacity  # noqa: E402  (the sibling module: its Supervisor and free_port)
+import capacity
+from appd_power.pdu import PduDevice, PduState
+from appd_power.pool import PduConnection
 
-from appd_power.pdu import PduDevice, PduState  # noqa: E402
-from appd_power.pool import PduConnection  # noqa: E402
-
-from appd.runtime.process import spawn, stop_processes  # noqa: E402
+from appd.runtime.process import spawn, stop_processes
 
 #: Device commands each demo client sends per four requests (``cycle`` is OFF then ON).
 DEMO_LINES = ("ON {o}", "STATUS {o}", "OFF {o}", "OFF {o}", "ON {o}")
@@ -92,10 +91,11 @@ class StampedState(PduState):
 
     def answer(self, line: str) -> tuple[str | None, bool]:
         reply, close = super().answer(line)
-        if reply is not None and reply.startswith("OK") and line[:1] in "OSos":
-            if line.split()[0].upper() in ("ON", "OFF", "STATUS"):
-                with self._lock:
-                    self.stamps.add(time.monotonic())
+        words = line.split()
+        if reply is not None and reply.startswith("OK") and words and \
+                words[0].upper() in ("ON", "OFF", "STATUS"):
+            with self._lock:
+                self.stamps.add(time.monotonic())
         return reply, close
 
 
@@ -143,13 +143,14 @@ def standalone(pdu: tuple[str, int], stamps: Stamps, commands: int) -> float:
 
 
 def through_appd(
-    pdu: tuple[str, int], stamps: Stamps, tmp: Path, *, instances: int, capacity_backend: str | None,
-    clients: int, requests: int,
+    pdu: tuple[str, int], stamps: Stamps, tmp: Path, *, instances: int,
+    capacity_backend: str | None, clients: int, requests: int,
 ) -> tuple[float, dict[str, Any]]:
     """The device's rate with ``clients`` demo clients calling ``instances`` appd instances."""
     from appd_power.demo import drive
 
-    supervisors = [capacity.Supervisor(tmp / f"host{i}", pdu, capacity_backend)
+    slots = tmp / "slots"  # one slot directory: the instances share the local capacity
+    supervisors = [capacity.Supervisor(tmp / f"host{i}", pdu, capacity_backend, slots)
                    for i in range(instances)]
     try:
         for supervisor in supervisors:
