@@ -9,10 +9,12 @@ Figures (each the median of ``--repeat`` measurements):
 * ``rss_supervisor_mb``, ``rss_service_mb``: resident memory of an idle ``appd run`` with the
   power service: the supervisor and its service process (MB, ``Rss`` of smaps_rollup);
 * ``cpu_client_us``, ``cpu_server_us``: CPU per small echo call on each side, one core
-  (``bench/cpu.py``), with ``cpu_mpconn_client_us`` / ``cpu_mpconn_server_us`` beside them.
+  (``bench/cpu.py``), the installed plugins loaded as ``appd run`` would; ``cpu_bare_*`` the
+  same with every entry-point plugin disabled (``APPD_DISABLE_PLUGINS``), and
+  ``cpu_mpconn_client_us`` / ``cpu_mpconn_server_us`` multiprocessing.connection's beside them.
 
-``python bench/check.py`` prints the figures and writes them to ``--json`` (default
-``bench/latest.json``); ``--check`` then compares them with the baseline and exits 1 when one
+``python bench/check.py`` prints the figures (and writes them to ``--json FILE``); ``--check``
+then compares them with the baseline and exits 1 when one
 is more than ``--tolerance`` (20 %) worse: rates and utilizations lower, memory and CPU higher.
 ``--update-baseline`` writes the figures as the new baseline (commit it with the change that
 moved them).  ``nox -s bench -- --check`` runs this check alone.
@@ -34,6 +36,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import capacity
 import cpu
 import power
+
+from appd.hooks.manager import DISABLE_ENV, ENTRY_POINT_GROUP
 
 BENCH = Path(__file__).resolve().parent
 BASELINE = BENCH / "baseline.json"
@@ -69,10 +73,24 @@ def measure_once(quick: bool) -> dict[str, float]:
     figures.update(idle_rss())
     n = 3000 if quick else 20000
     figures["cpu_client_us"], figures["cpu_server_us"], _ = cpu.measure("appd", n, 1, 0)
+    os.environ[DISABLE_ENV] = ",".join(_plugin_names())
+    try:
+        figures["cpu_bare_client_us"], figures["cpu_bare_server_us"], _ = cpu.measure(
+            "appd", n, 1, 0
+        )
+    finally:
+        del os.environ[DISABLE_ENV]
     figures["cpu_mpconn_client_us"], figures["cpu_mpconn_server_us"], _ = cpu.measure(
         "multiprocessing.connection", n, 1, 0
     )
     return figures
+
+
+def _plugin_names() -> list[str]:
+    """The installed entry-point plugins of appd (their entry-point names)."""
+    from importlib.metadata import entry_points
+
+    return [ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)]
 
 
 def measure(quick: bool, repeat: int) -> dict[str, float]:
@@ -102,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer calls (a smoke test)")
     parser.add_argument("--repeat", type=int, default=3, help="rounds to take the median of")
-    parser.add_argument("--json", default=str(BENCH / "latest.json"))
+    parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--check", action="store_true",
                         help="fail when a figure is worse than the baseline by > tolerance")
     parser.add_argument("--tolerance", type=float, default=0.20)
@@ -119,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     ratio = figures["cpu_client_us"] / figures["cpu_mpconn_client_us"]
     print(f"\nappd's CPU per call over multiprocessing.connection's: client {ratio:.2f}x, "
           f"server {figures['cpu_server_us'] / figures['cpu_mpconn_server_us']:.2f}x")
-    Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
     if args.update_baseline:
         BASELINE.write_text(json.dumps(figures, indent=2) + "\n")
         print(f"baseline written: {BASELINE}")
