@@ -16,9 +16,8 @@ that it is closed and its lease released (an idle one by the pool's reaper threa
 last request in the pool is done every idle session is, so that no idle session keeps a slot
 another process is waiting for for long, and every process gets its turn.  One request at a
 time per pool waits for a lease; the others wait for a session passed on, or for their turn to
-wait for a lease.  The session is
-closed politely (the device has counted it out before the lease goes back), and a lease found
-lost closes its session at once.
+wait for a lease.  The session is closed politely (the device has counted it out before the
+lease goes back), and a lease found lost closes its session at once.
 """
 
 from __future__ import annotations
@@ -378,8 +377,9 @@ class PduPool:
             for idle in lone:
                 idle.close()
         if broken or conn.lease is not None:
-            # Closed before it stops counting: a session under a lease is never kept idle, so
-            # its slot goes back to every process waiting for one.
+            # Closed before it stops counting: a leased session past its hold, or with no other
+            # request of this process to take it, is not kept, so its slot goes back to every
+            # process waiting for one.
             conn.close()
             with self._cond:
                 self._open -= 1
