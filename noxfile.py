@@ -81,11 +81,20 @@ def typecheck(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def bench(session: nox.Session) -> None:
     """appd side by side with raw sockets and peer libraries (ratios to raw TCP), then what a
-    capacity costs (acquire+release on both backends, the power demo on one and two instances)
-    and the per-request cost of the Prometheus plugin."""
+    capacity costs (acquire+release on both backends, the power demo on one and two instances),
+    the per-request cost of the Prometheus plugin, the PDU's utilization through appd, and the
+    guarded figures (device utilization, idle RSS, CPU per call) beside the baseline.
+
+    ``nox -s bench -- --check`` measures only the guarded figures and fails when one is more
+    than 20 % worse than bench/baseline.json (see docs/performance.md)."""
     session.install(".[bench]", "./examples/power", "./plugins/appd-prometheus")
+    quick = [a for a in session.posargs if a == "--quick"]
+    if "--check" in session.posargs:
+        session.run("python", "bench/check.py", *session.posargs)
+        return
     session.run("python", "bench/run.py", *session.posargs)
     session.run("python", "bench/imports.py")
-    quick = [a for a in session.posargs if a == "--quick"]
     session.run("python", "bench/capacity.py", *quick)
     session.run("python", "bench/plugin_cost.py", *quick)
+    session.run("python", "bench/power.py", *quick)
+    session.run("python", "bench/check.py", *quick)

@@ -51,6 +51,15 @@ def free_port() -> int:
         return port
 
 
+def rss_mb(pid: int) -> float:
+    """A process's resident set (``Rss`` of /proc/PID/smaps_rollup), in MB (10^6 bytes)."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Rss:"):
+                return int(line.split()[1]) * 1024 / 1e6
+    return 0.0
+
+
 @contextlib.contextmanager
 def valkey() -> Iterator[str]:
     """A Valkey server on a free loopback port for the block; its URL."""
@@ -119,7 +128,10 @@ def contended(backend: str, directory: str, n: int, processes: int = 4) -> float
 class Supervisor:
     """``appd run`` with the power service (one process) on ``pdu``, under ``capacity``."""
 
-    def __init__(self, root: Path, pdu: tuple[str, int], capacity: str | None) -> None:
+    def __init__(
+        self, root: Path, pdu: tuple[str, int], capacity: str | None,
+        capacity_dir: Path | None = None,
+    ) -> None:
         root.mkdir(parents=True)
         self.port = free_port()
         lines = ['enabled = ["power"]', 'log_level = "warning"']
@@ -130,6 +142,8 @@ class Supervisor:
         if capacity is not None:
             lines += ["[capacities.pdu]", "limit = 5", f"backend = {json.dumps(capacity)}",
                       "acquire_timeout = 30.0"]
+            if capacity_dir is not None:  # the local backend's slot files, shared by instances
+                lines.append(f"directory = {json.dumps(str(capacity_dir))}")
         (root / "appd.toml").write_text("\n".join(lines) + "\n")
         env = dict(os.environ)
         if not EXAMPLE_INSTALLED:
@@ -157,6 +171,17 @@ class Supervisor:
                 time.sleep(0.1)
             finally:
                 client.close()
+
+    def service_pids(self) -> list[int]:
+        """The service processes this supervisor forked (its children)."""
+        path = f"/proc/{self.proc.pid}/task/{self.proc.pid}/children"
+        with contextlib.suppress(OSError):
+            return [int(pid) for pid in Path(path).read_text().split()]
+        return []
+
+    def service_rss_mb(self) -> float:
+        """The largest RSS among the service processes, in MB (0.0 when none is found)."""
+        return max((rss_mb(pid) for pid in self.service_pids()), default=0.0)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

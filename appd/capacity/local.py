@@ -5,7 +5,12 @@ Holding a slot is holding an exclusive ``flock`` on its file, so the kernel free
 moment its holder dies, however it dies (``kill -9`` included): no lease ever outlives its
 process, and nothing needs renewing.  The fencing counter is ``D/pdu.token`` (updated under its
 own lock), and each waiter holds a locked file in ``D/pdu.waiting/`` so ``appd status`` can
-count them.  Waiters poll the slots with jittered, growing pauses (1 ms up to 20 ms).
+count them.  A release wakes the waiters at once: slots are tried through read-only
+descriptors, and the holder's record is written through a second, writable one that it closes
+only after unlocking, so the kernel reports exactly one "closed after writing" event per release
+to the waiters' ``inotify`` watch of the directory (a failed try, read-only, reports none).
+Between wake-ups, and where ``inotify`` is unavailable, waiters poll the slots with jittered,
+growing pauses (1 ms up to 20 ms).
 
 Every process that shares the limit must use the same directory and the same limit.
 """
@@ -18,6 +23,7 @@ import fcntl
 import json
 import os
 import random
+import select
 import threading
 import time
 from pathlib import Path
@@ -33,6 +39,54 @@ POLL_MIN: Final = 0.001
 POLL_MAX: Final = 0.02
 
 _OPEN_FLAGS: Final = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
+#: Slots are tried (and held locked) read-only: closing a failed try wakes nobody.
+_TRY_FLAGS: Final = os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC
+#: inotify's "a file open for writing was closed" event, and its event header (wd, mask,
+#: cookie, len).
+_IN_CLOSE_WRITE: Final = 0x8
+_IN_EVENT_HEADER: Final = 16
+
+
+class _Doorbell:
+    """An ``inotify`` watch of the slot directory: :meth:`wait` returns as soon as a slot file
+    open for writing is closed (a release), or after ``seconds``.  Falls back to sleeping when
+    ``inotify`` cannot be used (not Linux, or the watch limit reached)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.fd = -1
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+            if fd < 0:
+                return
+            if libc.inotify_add_watch(fd, os.fsencode(directory), _IN_CLOSE_WRITE) < 0:
+                os.close(fd)
+                return
+        except (OSError, AttributeError):
+            return
+        self.fd = fd
+
+    def drain(self) -> None:
+        """Forget the events so far (before an attempt: a release after it rings again)."""
+        if self.fd >= 0:
+            with contextlib.suppress(OSError):
+                while os.read(self.fd, 4096):
+                    pass
+
+    def wait(self, seconds: float) -> None:
+        if self.fd < 0:
+            time.sleep(seconds)
+        else:
+            poll = select.poll()  # one per wait: a poll object serves one thread at a time
+            poll.register(self.fd, select.POLLIN)
+            poll.poll(seconds * 1000)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 class LocalBackend:
@@ -47,6 +101,10 @@ class LocalBackend:
         self._waiting: dict[str, tuple[int, Path]] = {}
         self._token_lock = threading.Lock()
         self._token_file: tuple[int, int] | None = None  # (pid, fd)
+        #: The process's watch of the directory, opened on its first wait: (pid, doorbell).
+        #: One per process (inotify instances are a scarce per-user resource); every thread
+        #: waiting in it when a release happens wakes.
+        self._doorbell: tuple[int, _Doorbell] | None = None
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._waiters_dir.mkdir(exist_ok=True)
@@ -74,7 +132,7 @@ class LocalBackend:
             index = (start + step) % self.limit
             path = self._slot_path(index)
             try:
-                fd = os.open(path, _OPEN_FLAGS, 0o644)
+                fd = os.open(path, _TRY_FLAGS, 0o644)
             except OSError as exc:
                 raise self._unavailable(f"cannot open {path.name}", exc) from None
             try:
@@ -85,15 +143,21 @@ class LocalBackend:
                     continue
                 raise self._unavailable(f"cannot lock {path.name}", exc) from None
             try:
+                record_fd = os.open(path, _OPEN_FLAGS, 0o644)
+            except OSError as exc:
+                os.close(fd)
+                raise self._unavailable(f"cannot open {path.name}", exc) from None
+            try:
                 token = self._next_token()
                 record = json.dumps({"holder": holder, "token": token}).encode()
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, record, 0)
+                os.ftruncate(record_fd, 0)
+                os.pwrite(record_fd, record, 0)
             except BaseException:
                 os.close(fd)
+                os.close(record_fd)
                 raise
             self._stop_waiting(holder)
-            return Grant(holder, token, handle=(fd, index))
+            return Grant(holder, token, handle=(fd, index, record_fd))
         self._start_waiting(holder)
         return None
 
@@ -126,16 +190,29 @@ class LocalBackend:
         return self._token_file[1]
 
     def wait(self, holder: str, seconds: float, attempt: int) -> None:
-        """Sleep a jittered pause that grows with ``attempt`` (never more than ``seconds``)."""
+        """Wait for a release (the thread's doorbell rings), at most a jittered pause that grows
+        with ``attempt`` (never more than ``seconds``)."""
         pause = min(POLL_MAX, POLL_MIN * 2 ** min(attempt, 8))
-        time.sleep(max(0.0, min(seconds, pause * random.uniform(0.5, 1.5))))
+        pause = max(0.0, min(seconds, pause * random.uniform(0.5, 1.5)))
+        doorbell = self._bell()
+        doorbell.wait(pause)
+        doorbell.drain()
+
+    def _bell(self) -> _Doorbell:
+        """This process's doorbell (a forked child opens its own: a shared inotify descriptor
+        would share its events)."""
+        with self._token_lock:
+            current = self._doorbell
+            if current is None or current[0] != os.getpid():
+                current = self._doorbell = (os.getpid(), _Doorbell(self.directory))
+            return current[1]
 
     def withdraw(self, holder: str) -> None:
         self._stop_waiting(holder)
 
     def renew(self, grant: Grant) -> bool:
         """The slot file is still the one at its path (nobody removed the directory)."""
-        fd, index = grant.handle
+        fd, index, _record_fd = grant.handle
         try:
             held = os.fstat(fd)
             current = self._slot_path(index).stat()
@@ -144,11 +221,13 @@ class LocalBackend:
         return (held.st_dev, held.st_ino) == (current.st_dev, current.st_ino)
 
     def release(self, grant: Grant) -> None:
-        """Empty the slot's record and unlock it (closing the file drops the lock)."""
-        fd, _index = grant.handle
+        """Empty the slot's record and unlock it (closing the file drops the lock), then close
+        the record's writable descriptor: the event that wakes the waiters, after the unlock."""
+        fd, _index, record_fd = grant.handle
         with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
+            os.ftruncate(record_fd, 0)
         os.close(fd)
+        os.close(record_fd)
 
     # -- waiters -------------------------------------------------------------------------------
 
@@ -247,3 +326,6 @@ class LocalBackend:
         if self._token_file is not None and self._token_file[0] == os.getpid():
             os.close(self._token_file[1])
         self._token_file = None
+        if self._doorbell is not None and self._doorbell[0] == os.getpid():
+            self._doorbell[1].close()
+        self._doorbell = None

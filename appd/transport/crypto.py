@@ -125,9 +125,16 @@ class SessionKeys(NamedTuple):
 
 
 def _scrypt(secret: bytes, salt: bytes) -> bytes:
-    return hashlib.scrypt(
+    """scrypt, then the C heap trimmed: OpenSSL's 16 MiB work area, once freed, would otherwise
+    stay resident at the top of the heap for the process's life (every service process and
+    every client process pays a derivation, so each would keep 16 MiB it never uses again)."""
+    derived = hashlib.scrypt(
         secret, salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, maxmem=_SCRYPT_MAXMEM, dklen=32
     )
+    from appd.transport.heap import trim_heap  # ctypes: not at import, the client stays light
+
+    trim_heap()
+    return derived
 
 
 @functools.lru_cache(maxsize=64)

@@ -332,6 +332,81 @@ def test_a_lost_lease_cuts_its_pdu_session_off(redis_server: RedisServer, pdu: P
         capacity.close()
 
 
+def _counting_opens(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the PDU sessions the pool opens (each is a lease, a connect and a greeting)."""
+    connection = _module("pool").PduConnection
+    original = connection.open
+    opened: list[int] = []
+
+    def open_counted(cls: type, *args: Any, **kwargs: Any) -> Any:
+        opened.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(connection, "open", classmethod(open_counted))
+    return opened
+
+
+def _hammer(pool: Any, threads: int, requests: int) -> None:
+    failures: list[BaseException] = []
+
+    def run(index: int) -> None:
+        try:
+            for number in range(requests):
+                outlet = (index + number) % 8 + 1
+                assert pool.request(f"ON {outlet}") == f"{outlet} ON"
+        except BaseException as exc:
+            failures.append(exc)
+
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert not failures, failures[:3]
+
+
+@pytest.mark.parametrize("lease_hold", [30.0, 0.0])
+def test_a_leased_session_serves_its_processs_next_requests_and_no_idle_one_keeps_a_slot(
+    pdu: Pdu, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lease_hold: float
+) -> None:
+    capacity = Capacity(CapacityConfig("pdu", 5, "local", directory=tmp_path / "slots"))
+    pool = _module("pool").PduPool(pdu.host, pdu.port, 2, capacity=capacity,
+                                   lease_hold=lease_hold)
+    opened = _counting_opens(monkeypatch)
+    try:
+        _hammer(pool, threads=4, requests=10)
+        if lease_hold:
+            assert len(opened) < 10  # sessions passed on within the process, not reopened
+        else:
+            assert len(opened) == 40  # every request under a lease of its own
+        # The last request closed every idle session: nothing keeps a slot.
+        assert capacity.status().holders == ()
+        assert pool.open_connections == 0
+        wait_for(lambda: pdu.stats()["CONNECTIONS"] == 1, message="the sessions to close")
+    finally:
+        pool.close()
+        capacity.close()
+
+
+def test_an_idle_leased_session_gives_its_slot_back_at_the_end_of_its_hold(
+    pdu: Pdu, tmp_path: Path
+) -> None:
+    capacity = Capacity(CapacityConfig("pdu", 5, "local", directory=tmp_path / "slots"))
+    pool = _module("pool").PduPool(pdu.host, pdu.port, 5, capacity=capacity, lease_hold=0.3)
+    try:
+        with pool.connection() as conn:  # a request in flight: the pool has another user
+            assert pool.request("ON 2") == "2 ON"
+            assert len(capacity.status().holders) == 2  # that session stayed, idle, leased
+            wait_for(lambda: len(capacity.status().holders) == 1, timeout=5,
+                     message="the reaper to close the idle session and release its lease")
+            assert pool.open_connections == 1
+            assert conn.request("ON 1") == "1 ON"
+        assert capacity.status().holders == ()
+    finally:
+        pool.close()
+        capacity.close()
+
+
 def test_a_service_without_the_capacity_configured_is_told_so() -> None:
     service = _module("services").PowerService()
     assert not service.has_capacity("pdu")

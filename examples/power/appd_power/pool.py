@@ -8,10 +8,16 @@ restart) is noticed, dropped and replaced by a fresh one; the device's commands 
 so a command cut off by a broken connection is sent once more on a fresh one.
 
 With a *capacity* (``[capacities.pdu]`` in the configuration) the limit holds across every
-process and host: each session is opened under a lease of that capacity and closed, lease
-released, as soon as its request is done, so that no idle session keeps a slot another process
-is waiting for.  The session is closed politely (the device has counted it out before the lease
-goes back), and a lease found lost closes its session at once.
+process and host: each session is opened under a lease of that capacity.  When its request is
+done while other requests of this process are using the pool, the session stays with this
+process, lease and all, for the next of them that needs one, until ``lease_hold`` seconds after
+the lease's grant (opening a session costs the device about a tenth of a command's time); past
+that it is closed and its lease released (an idle one by the pool's reaper thread), and when the
+last request in the pool is done every idle session is, so that no idle session keeps a slot
+another process is waiting for for long, and every process gets its turn.  One request at a
+time per pool waits for a lease; the others wait for a session passed on, or for their turn to
+wait for a lease.  The session is closed politely (the device has counted it out before the
+lease goes back), and a lease found lost closes its session at once.
 """
 
 from __future__ import annotations
@@ -33,6 +39,9 @@ __all__ = ["PduConnection", "PduPool"]
 #: Pause between attempts when the device answers ``ERR busy`` (its sessions from a previous
 #: process may take a moment to close).
 BUSY_RETRY_SECONDS: Final = 0.05
+#: Seconds a leased session may pass from request to request in one process (see the module
+#: docstring): short beside a request's wait for a lease, long beside opening a session.
+LEASE_HOLD_SECONDS: Final = 0.1
 
 
 class PduConnection:
@@ -44,11 +53,14 @@ class PduConnection:
         self._reader = sock.makefile("rb")
         #: The capacity lease this session was opened under (None: no capacity).
         self.lease: Lease | None = None
+        #: When the lease was granted (``time.monotonic()``).
+        self.held_since = 0.0
 
     def hold(self, lease: Lease) -> None:
         """Tie the session to ``lease``: it is cut off if the lease is lost, and the lease is
         released when the session closes."""
         self.lease = lease
+        self.held_since = time.monotonic()
         lease.on_lost(lambda _lease: self.abort())
 
     def abort(self) -> None:
@@ -141,6 +153,8 @@ class PduPool:
     :param io_timeout: seconds to connect, and to wait for each reply.
     :param capacity: a capacity whose lease each session is opened under (None: the pool's
         ``size`` is the only bound, per process).
+    :param lease_hold: seconds a leased session may pass from request to request in this
+        process before it is closed and its lease released (0: after every request).
     """
 
     def __init__(
@@ -152,6 +166,7 @@ class PduPool:
         acquire_timeout: float = 10.0,
         io_timeout: float = 5.0,
         capacity: Capacity | None = None,
+        lease_hold: float = LEASE_HOLD_SECONDS,
     ) -> None:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ValueError(f"the pool size must be an integer >= 1, not {size!r}")
@@ -161,8 +176,16 @@ class PduPool:
         self.acquire_timeout = float(acquire_timeout)
         self.io_timeout = float(io_timeout)
         self.capacity = capacity
+        self.lease_hold = float(lease_hold)
         self._idle: list[PduConnection] = []
         self._open = 0  # idle + in use + being opened
+        #: True while a request of this pool waits for a capacity lease (one at a time).
+        self._leasing = False
+        #: Requests using the pool now (waiting for a session or holding one).
+        self._users = 0
+        #: Set when a leased session goes idle: the reaper closes it once its hold is over.
+        self._reap_due = threading.Event()
+        self._reaper: threading.Thread | None = None
         self._cond = threading.Condition()
         self._closed = False
 
@@ -180,6 +203,10 @@ class PduPool:
         A connection found broken is replaced and the command sent once more (every PDU
         command is idempotent).
         """
+        with self._using():
+            return self._request(line)
+
+    def _request(self, line: str) -> str:
         deadline = time.monotonic() + self.acquire_timeout
         for attempt in range(2):
             conn = self._acquire(deadline)
@@ -203,6 +230,10 @@ class PduPool:
     @contextlib.contextmanager
     def connection(self) -> Iterator[PduConnection]:
         """Hold one connection for several commands; it is dropped if it broke meanwhile."""
+        with self._using():
+            yield from self._connection()
+
+    def _connection(self) -> Iterator[PduConnection]:
         conn = self._acquire(time.monotonic() + self.acquire_timeout)
         broken = True
         try:
@@ -221,14 +252,55 @@ class PduPool:
             idle, self._idle = self._idle, []
             self._open -= len(idle)
             self._cond.notify_all()
+        self._reap_due.set()
         for conn in idle:
             conn.close()
+
+    @contextlib.contextmanager
+    def _using(self) -> Iterator[None]:
+        """Count a request as using the pool for the block."""
+        with self._cond:
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._users -= 1
+
+    def _reap(self) -> None:
+        """The reaper thread: close idle leased sessions whose hold is over, so their slots go
+        back to the capacity even when no request of this process comes."""
+        while True:
+            self._reap_due.wait()
+            with self._cond:
+                if self._closed:
+                    return
+                now = time.monotonic()
+                due = [c for c in self._idle if c.lease is not None and self._hold_over(c, now)]
+                for conn in due:
+                    self._idle.remove(conn)
+                self._open -= len(due)
+                held = [c.held_since for c in self._idle if c.lease is not None]
+                if not held:
+                    self._reap_due.clear()
+                if due:
+                    self._cond.notify(len(due))
+            for conn in due:
+                conn.close()
+            if held:
+                time.sleep(max(0.001, min(held) + self.lease_hold - time.monotonic()))
+
+    def _hold_over(self, conn: PduConnection, now: float) -> bool:
+        return now - conn.held_since >= self.lease_hold
 
     def _acquire(self, deadline: float) -> PduConnection:
         while True:
             with self._cond:
                 conn = self._take_or_reserve(deadline)
             if conn is not None:
+                if conn.lease is not None and self._hold_over(conn, time.monotonic()):
+                    self._release(conn, broken=True)  # its turn is over: the lease goes back
+                    continue
                 if not conn.peer_closed():
                     return conn
                 self._release(conn, broken=True)
@@ -237,7 +309,12 @@ class PduPool:
             try:
                 if self.capacity is not None:
                     wait = min(self.capacity.acquire_timeout, deadline - time.monotonic())
-                    lease = self.capacity.acquire_lease(timeout=max(0.0, wait))
+                    try:
+                        lease = self.capacity.acquire_lease(timeout=max(0.0, wait))
+                    finally:
+                        with self._cond:  # the next request may wait for a lease now
+                            self._leasing = False
+                            self._cond.notify()
                 conn = PduConnection.open(self.host, self.port, timeout=self.io_timeout)
             except BaseException as exc:
                 if lease is not None:
@@ -260,8 +337,9 @@ class PduPool:
                 raise PduUnavailable("the PDU pool is closed")
             if self._idle:
                 return self._idle.pop()
-            if self._open < self.size:
+            if self._open < self.size and not self._leasing:
                 self._open += 1
+                self._leasing = self.capacity is not None
                 return None
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -272,9 +350,36 @@ class PduPool:
             self._cond.wait(remaining)
 
     def _release(self, conn: PduConnection, *, broken: bool) -> None:
+        if conn.lease is not None and not broken:
+            lone: list[PduConnection] = []
+            with self._cond:
+                keep = (
+                    self._users > 1  # another request of this process may take it at once
+                    and not self._closed
+                    and not self._hold_over(conn, time.monotonic())
+                )
+                if not keep and self._users <= 1:  # the last request: no session stays idle
+                    lone = [c for c in self._idle if c.lease is not None]
+                    for idle in lone:
+                        self._idle.remove(idle)
+                    self._open -= len(lone)
+                if keep:
+                    self._idle.append(conn)  # for this process's next request, lease and all
+                    self._cond.notify()
+                    if self._reaper is None:
+                        self._reaper = threading.Thread(
+                            target=self._reap, name="pdu-pool-reaper", daemon=True
+                        )
+                        self._reaper.start()
+            if keep:
+                self._reap_due.set()
+                return
+            for idle in lone:
+                idle.close()
         if broken or conn.lease is not None:
-            # Closed before it stops counting: a session under a lease is never kept idle, so
-            # its slot goes back to every process waiting for one.
+            # Closed before it stops counting: a leased session past its hold, or with no other
+            # request of this process to take it, is not kept, so its slot goes back to every
+            # process waiting for one.
             conn.close()
             with self._cond:
                 self._open -= 1

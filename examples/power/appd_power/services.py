@@ -19,7 +19,7 @@ from typing import Any, Final
 from appd import SecureSocketAppClient, SecureSocketAppService, command
 from appd_power.errors import PowerError
 from appd_power.outlets import OUTLETS, check_outlet
-from appd_power.pool import PduPool
+from appd_power.pool import LEASE_HOLD_SECONDS, PduPool
 
 __all__ = ["HOST", "PORT", "PowerClient", "PowerService", "powerclient"]
 
@@ -47,6 +47,7 @@ class PowerService(SecureSocketAppService):
 
     setting_names = SecureSocketAppService.setting_names | {
         "pdu_host", "pdu_port", "pool_size", "pool_timeout", "cycle_delay", "pdu_capacity",
+        "lease_hold",
     }
 
     host = HOST
@@ -70,6 +71,9 @@ class PowerService(SecureSocketAppService):
     #: it keeps the PDU at its limit across processes and hosts.  Without it the pool bounds
     #: one process only.
     pdu_capacity: str | None = "pdu"
+    #: Seconds a PDU session opened under a ``pdu_capacity`` lease may serve one request after
+    #: another in this process before its lease goes back (other processes get their turn).
+    lease_hold: float = LEASE_HOLD_SECONDS
 
     def __init__(self) -> None:
         super().__init__()
@@ -86,6 +90,7 @@ class PowerService(SecureSocketAppService):
             self.pool_size,
             acquire_timeout=self.pool_timeout,
             capacity=capacity,
+            lease_hold=self.lease_hold,
         )
 
     def teardown(self) -> None:

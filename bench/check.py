@@ -1,0 +1,167 @@
+"""The benchmark figures a change must not regress, measured in one run, and the check against
+the committed baseline (``bench/baseline.json``).
+
+Figures (each the median of ``--repeat`` measurements):
+
+* ``pdu_standalone``: the simulated PDU's command rate driven by 5 raw sessions (commands/s);
+* ``pdu_1x5``, ``pdu_1x12``, ``pdu_2x12_capacity``: the device's utilization through appd
+  (its rate over the standalone rate: ``bench/power.py``);
+* ``rss_supervisor_mb``, ``rss_service_mb``: resident memory of an idle ``appd run`` with the
+  power service: the supervisor and its service process (MB, ``Rss`` of smaps_rollup);
+* ``cpu_client_us``, ``cpu_server_us``: CPU per small echo call on each side, one core
+  (``bench/cpu.py``), the installed plugins loaded as ``appd run`` would; ``cpu_bare_*`` the
+  same with every entry-point plugin disabled (``APPD_DISABLE_PLUGINS``), and
+  ``cpu_mpconn_client_us`` / ``cpu_mpconn_server_us`` multiprocessing.connection's beside them.
+
+``python bench/check.py`` prints the figures (and writes them to ``--json FILE``); ``--check``
+then compares them with the baseline and exits 1 when one
+is more than ``--tolerance`` (20 %) worse: rates and utilizations lower, memory and CPU higher.
+``--update-baseline`` writes the figures as the new baseline (commit it with the change that
+moved them).  ``nox -s bench -- --check`` runs this check alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import capacity
+import cpu
+import power
+
+from appd.hooks.manager import DISABLE_ENV, ENTRY_POINT_GROUP
+
+BENCH = Path(__file__).resolve().parent
+BASELINE = BENCH / "baseline.json"
+#: Figures where more is better; every other figure is better lower.
+HIGHER_IS_BETTER = ("pdu_standalone", "pdu_1x5", "pdu_1x12", "pdu_2x12_capacity")
+#: The figures ``--check`` guards: appd's own.  The device's standalone rate and
+#: multiprocessing.connection's CPU are printed beside them as the yardsticks, not checked.
+GUARDED = (
+    "pdu_1x5", "pdu_1x12", "pdu_2x12_capacity", "rss_supervisor_mb", "rss_service_mb",
+    "cpu_client_us", "cpu_server_us", "cpu_bare_client_us", "cpu_bare_server_us",
+)
+
+
+def idle_rss() -> dict[str, float]:
+    """RSS of an idle ``appd run`` with the power service: supervisor and service process."""
+    stamps = power.Stamps()
+    with power.pdu_device(stamps) as pdu, tempfile.TemporaryDirectory() as tmp:
+        supervisor = capacity.Supervisor(Path(tmp) / "idle", pdu, None)
+        try:
+            supervisor.wait_ready()
+            time.sleep(1.0)  # past start-up: what an idle process keeps
+            services = supervisor.service_pids()
+            return {
+                "rss_supervisor_mb": capacity.rss_mb(supervisor.proc.pid),
+                "rss_service_mb": max(capacity.rss_mb(pid) for pid in services),
+            }
+        finally:
+            supervisor.stop()
+
+
+def measure_once(quick: bool) -> dict[str, float]:
+    """Every figure, once."""
+    figures: dict[str, float] = {}
+    devices = power.measure(quick)
+    figures["pdu_standalone"] = devices["standalone"]["rate"]
+    keys = ("pdu_1x5", "pdu_1x12", "pdu_2x12_capacity")
+    for key, (title, *_) in zip(keys, power.SETUPS, strict=True):
+        figures[key] = devices[title]["utilization"]
+    figures.update(idle_rss())
+    n = 3000 if quick else 20000
+    figures["cpu_client_us"], figures["cpu_server_us"], _ = cpu.measure("appd", n, 1, 0)
+    os.environ[DISABLE_ENV] = ",".join(_plugin_names())
+    try:
+        figures["cpu_bare_client_us"], figures["cpu_bare_server_us"], _ = cpu.measure(
+            "appd", n, 1, 0
+        )
+    finally:
+        del os.environ[DISABLE_ENV]
+    figures["cpu_mpconn_client_us"], figures["cpu_mpconn_server_us"], _ = cpu.measure(
+        "multiprocessing.connection", n, 1, 0
+    )
+    return figures
+
+
+def _plugin_names() -> list[str]:
+    """The installed entry-point plugins of appd (their entry-point names)."""
+    from importlib.metadata import entry_points
+
+    return [ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)]
+
+
+def measure(quick: bool, repeat: int) -> dict[str, float]:
+    """The median of each figure over ``repeat`` rounds."""
+    rounds = [measure_once(quick) for _ in range(repeat)]
+    return {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+
+
+def regressions(figures: dict[str, float], baseline: dict[str, float], tolerance: float
+                ) -> list[str]:
+    """One line per figure more than ``tolerance`` worse than its baseline."""
+    out = []
+    for key, base in baseline.items():
+        if key not in GUARDED:
+            continue
+        now = figures.get(key)
+        if now is None or not base:
+            continue
+        if key in HIGHER_IS_BETTER:
+            worse = now < base * (1 - tolerance)
+        else:
+            worse = now > base * (1 + tolerance)
+        if worse:
+            out.append(f"{key}: {now:.3f} against a baseline of {base:.3f}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer calls (a smoke test)")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds to take the median of")
+    parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--check", action="store_true",
+                        help="fail when a figure is worse than the baseline by > tolerance")
+    parser.add_argument("--tolerance", type=float, default=0.20)
+    parser.add_argument("--update-baseline", action="store_true")
+    args = parser.parse_args(argv)
+    figures = measure(args.quick, max(1, args.repeat))
+    width = max(len(k) for k in figures)
+    baseline = json.loads(BASELINE.read_text()) if BASELINE.exists() else {}
+    print(f"\n## figures (median of {args.repeat})\n")
+    for key, value in figures.items():
+        base = baseline.get(key)
+        ratio = f"  ({value / base:.2f}x the baseline)" if base else ""
+        print(f"{key:<{width}}  {value:>10.3f}{ratio}")
+    ratio = figures["cpu_client_us"] / figures["cpu_mpconn_client_us"]
+    print(f"\nappd's CPU per call over multiprocessing.connection's: client {ratio:.2f}x, "
+          f"server {figures['cpu_server_us'] / figures['cpu_mpconn_server_us']:.2f}x")
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+    if args.update_baseline:
+        BASELINE.write_text(json.dumps(figures, indent=2) + "\n")
+        print(f"baseline written: {BASELINE}")
+    if args.check:
+        if not baseline:
+            print(f"no baseline at {BASELINE}", file=sys.stderr)
+            return 2
+        worse = regressions(figures, baseline, args.tolerance)
+        for line in worse:
+            print(f"REGRESSION {line}", file=sys.stderr)
+        if worse:
+            return 1
+        print(f"no figure more than {args.tolerance:.0%} worse than the baseline")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
