@@ -44,11 +44,13 @@ def tests(session: nox.Session) -> None:
         paths = [] if paths_named else list(TEST_PATHS)
         session.run("pytest", "-n", test_workers(), "--dist", "worksteal", *paths, *session.posargs)
         return
-    # The stress suites load every core for seconds at a time: they run on their own, after the
-    # rest, so the timing bounds of the other real-process tests hold on a small machine.
-    session.run("pytest", "-n", test_workers(), "--dist", "worksteal", "-m", "not stress",
-                *TEST_PATHS)
+    # The stress suites load every core for seconds at a time, and the tests marked serial time
+    # reloads under a load of their own: each group runs after the rest, the serial ones one at
+    # a time, so every timing bound holds on a small machine.
+    session.run("pytest", "-n", test_workers(), "--dist", "worksteal",
+                "-m", "not stress and not serial", *TEST_PATHS)
     session.run("pytest", "-n", str(os.cpu_count() or 1), "-m", "stress", "tests/stress")
+    session.run("pytest", "-p", "no:xdist", "-m", "serial", "tests")
 
 
 @nox.session(python=PYTHON)

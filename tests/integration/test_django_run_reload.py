@@ -78,6 +78,7 @@ def answer(project: DjangoProject, command: str) -> Any:
         return None
 
 
+@pytest.mark.serial
 @pytest.mark.parametrize("door", ["manage.py", "appd"])
 def test_editing_services_py_adds_a_command_within_3_s_and_loses_no_request(
     project: DjangoProject, tmp_path: Path, door: str
