@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("django")
 
-from django_project import make_project  # noqa: E402
+from django_project import make_project
 
 
 def test_appd_version_prints_appds_version(tmp_path: Path) -> None:
