@@ -55,8 +55,20 @@ def build_parser(hooks: Hooks | None = None) -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok, 1 error, 2 usage, 3 not running.",
     )
     parser.add_argument("--config", metavar="PATH", help="the configuration file to read")
+    parser.add_argument("--version", action="version", version=f"appd {appd_version()}",
+                        help="print appd's version and exit")
     add_commands(parser.add_subparsers(dest="command", metavar="COMMAND"), hooks)
     return parser
+
+
+def appd_version() -> str:
+    """The installed appd distribution's version (``unknown`` when run from a bare checkout)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("appd")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def add_commands(

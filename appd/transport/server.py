@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 from appd.errors import ProtocolError, RequestTimeout, ServiceBusy
 from appd.logging import get_logger
+from appd.transport.errorlog import HandlerErrorLog, clip
 from appd.transport.heap import TRIM_AFTER, trim_heap
 from appd.transport.limits import Limiter, ServerLoad, Watchdog
 from appd.transport.protocol import (
@@ -237,6 +238,7 @@ class SecureSocketServer:
         #: freed memory back (see :mod:`appd.transport.heap`).
         self.trim_due = False
         self.drops = DropLog(settings.name)
+        self.errors = HandlerErrorLog(settings.name)
         self._connections: set[_Connection] = set()
         self._conn_lock = threading.Lock()
         #: Notified whenever a connection ends (shutdown waits on it).
@@ -296,6 +298,7 @@ class SecureSocketServer:
                 now = time.monotonic()
                 self._expire_handshakes(now)
                 self.drops.flush(now)
+                self.errors.flush(now)
                 if self.trim_due:
                     self.trim_due = False
                     trim_heap()
@@ -310,6 +313,7 @@ class SecureSocketServer:
                 self._drop(pending)
             epoll.close()
             self.drops.flush(time.monotonic(), force=True)
+            self.errors.flush(time.monotonic(), force=True)
             self._drain()
 
     def _open_count(self) -> int:
@@ -761,10 +765,7 @@ class _Connection:
             # SystemExit and the like too: out of a handler they are its failure, not the
             # server's, and would otherwise end the thread serving every connection.  (Handlers
             # never run on the main thread, so KeyboardInterrupt does not arrive here.)
-            log.warning(
-                "handler raised", service=self.server.settings.name, cmd=request.cmd,
-                peer=self.peer, error_type=type(exc).__name__, exc_info=True,
-            )
+            self.server.errors.failed(request.cmd, self.peer, exc, time.monotonic())
             return encode_error(request.id, "handler", type(exc).__name__, str(exc))
         try:
             if type(result) is tuple and len(result) == 2:  # the common case, checked cheaply
@@ -776,7 +777,7 @@ class _Connection:
         except (TypeError, ValueError, OverflowError) as exc:
             log.warning(
                 "handler result cannot be sent", service=self.server.settings.name,
-                cmd=request.cmd, error=str(exc),
+                cmd=clip(request.cmd), error=clip(str(exc)),
             )
             return encode_error(
                 request.id,
@@ -814,7 +815,7 @@ class _Connection:
                     )
         log.error(
             "handler ran past request_timeout; abandoning it and closing the connection",
-            service=self.server.settings.name, cmd=request.cmd, peer=self.peer,
+            service=self.server.settings.name, cmd=clip(request.cmd), peer=self.peer,
             request_timeout=timeout,
         )
         self.server.limiter.release()

@@ -12,7 +12,6 @@ __all__ = ["render_unit"]
 #: serial line); the file system is read-only but for the paths appd writes.
 _HARDENING = (
     "NoNewPrivileges=yes",
-    "PrivateTmp=yes",
     "ProtectSystem=strict",
     "ProtectHome=read-only",
     "ProtectKernelTunables=yes",
@@ -28,6 +27,16 @@ _HARDENING = (
     "SystemCallArchitectures=native",
     "UMask=0027",
 )
+
+
+#: ``LimitNOFILE=``: room for every service's ``max_connections`` plus the handshakes in
+#: progress (docs/security.md's checklist).
+LIMIT_NOFILE = 65536
+
+
+def _under_tmp(path: Path) -> bool:
+    """True for a path under /tmp or /var/tmp, which ``PrivateTmp=yes`` would replace."""
+    return any(path == Path(t) or Path(t) in path.parents for t in ("/tmp", "/var/tmp"))
 
 
 def _quote(word: str) -> str:
@@ -78,6 +87,16 @@ def render_unit(
     if user:
         service_lines.append(f"User={user}")
     service_lines.extend(_HARDENING)
+    used = [working_directory, *writable_paths, *([config_file] if config_file else [])]
+    if not any(_under_tmp(Path(path)) for path in used):
+        # A private /tmp would hide paths under /tmp from the service: only without any.
+        service_lines.append("PrivateTmp=yes")
+    service_lines.extend((
+        f"LimitNOFILE={LIMIT_NOFILE}",
+        # Records go to the journal (service processes inherit its stream socket).
+        "StandardOutput=journal",
+        "StandardError=inherit",
+    ))
     paths = sorted({str(p) for p in writable_paths})
     if paths:
         service_lines.append("ReadWritePaths=" + " ".join(_quote(p) for p in paths))

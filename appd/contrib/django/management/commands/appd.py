@@ -22,7 +22,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from appd import cli
 from appd.cli.app import config_source, invocation_hooks
-from appd.cli.commands import add_commands, output_closed
+from appd.cli.commands import add_commands, appd_version, output_closed
 from appd.contrib.django.config import django_config_source
 from appd.errors import AppdError
 from appd.hooks import Hooks, load_hooks
@@ -97,6 +97,10 @@ class Command(BaseCommand):
     #: The commands check the configuration themselves (``manage.py appd check``); the project's
     #: system checks, appd's included, are ``manage.py check``.
     requires_system_checks = []
+
+    def get_version(self) -> str:
+        """``manage.py appd --version`` prints appd's version, not Django's."""
+        return f"appd {appd_version()}"
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
