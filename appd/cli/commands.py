@@ -329,6 +329,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(status, indent=2, sort_keys=True))
         return EXIT_OK
     print(f"appd is {status.get('state', 'running')} (pid {pid})")
+    _print_reload_failure(status)
     for name, service in sorted(status.get("services", {}).items()):
         closed = ""
         if service.get("listening") is False:
@@ -350,6 +351,25 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  {name}: disabled  (not running: connections refused)")
     _print_capacities(status["capacities"])
     return EXIT_OK
+
+
+def _print_reload_failure(status: dict[str, Any]) -> None:
+    """``  last reload failed at 2026-12-05 11:02:03 UTC (1 of 3 reloads): <first line>`` when
+    the last reload did not load: the processes running are the ones from before it."""
+    error = status.get("last_reload_error")
+    if not error:
+        return
+    failed_at = status.get("last_reload_failed_at")
+    when = "-" if failed_at is None else time.strftime(
+        "%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(failed_at))
+    )
+    failures = status.get("reload_failures", 0)
+    attempts = failures + status.get("reloads", 0)
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else "?"
+    print(f"  last reload failed at {when} ({failures} of {attempts} reloads failed): "
+          f"{first_line}")
+    print("  the processes running are the ones from before it; `appd status --json` has the "
+          "whole error")
 
 
 def _print_capacities(capacities: dict[str, dict[str, Any]]) -> None:

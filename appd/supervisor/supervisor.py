@@ -207,6 +207,8 @@ class Supervisor:
         self._reloads = 0
         self._reload_failures = 0
         self._last_reload_error: str | None = None
+        #: When the last reload that did not load failed (seconds since the epoch), or None.
+        self._last_reload_failed_at: float | None = None
         self._reload_steps: dict[str, _Step] = {}
         self._reload_queue: dict[str, deque[int]] = {}
         self._reloading = False
@@ -532,6 +534,7 @@ class Supervisor:
             # Nothing is replaced: a deploy that does not load costs no process and no restart.
             self._reload_failures += 1
             self._last_reload_error = str(exc)
+            self._last_reload_failed_at = time.time()
             self._reload_queue = {}
             return
         self._last_reload_error = None
@@ -749,6 +752,7 @@ class Supervisor:
             "reloads": self._reloads,
             "reload_failures": self._reload_failures,
             "last_reload_error": self._last_reload_error,
+            "last_reload_failed_at": self._last_reload_failed_at,
             "services": services,
             "disabled": self._disabled(services),
         }
