@@ -88,6 +88,28 @@ class _Formatter(logging.Formatter):
         return str(event)
 
 
+class _ConsoleLines:
+    """On a terminal, a multi-line value (an error that quotes a traceback, a service process's
+    ``exception``) is printed as the lines it is, below the record's line, instead of one long
+    line of ``\\n`` escapes."""
+
+    def __init__(self, renderer: Any) -> None:
+        self.renderer = renderer
+
+    def __call__(self, logger: Any, method: str, event_dict: Any) -> Any:
+        blocks = [
+            f"{key}:\n{event_dict.pop(key).rstrip()}"
+            for key, value in list(event_dict.items())
+            if key not in ("event", "exception") and isinstance(value, str) and "\n" in value
+        ]
+        if blocks:
+            exception = event_dict.get("exception")
+            event_dict["exception"] = "\n".join(
+                [*blocks, *([str(exception).rstrip()] if exception else [])]
+            )
+        return self.renderer(logger, method, event_dict)
+
+
 def _choose_renderer(stream: IO[str]) -> Renderer:
     try:
         return "console" if stream.isatty() else "json"
@@ -121,10 +143,12 @@ def configure_logging(
     out = stream if stream is not None else sys.stderr
     chosen = renderer or _choose_renderer(out)
     final: Any = (
-        # Plain tracebacks: a rich one would print every frame's local variables, and a
-        # handler's locals may hold a key or a password.
-        structlog.dev.ConsoleRenderer(
-            colors=False, exception_formatter=structlog.dev.plain_traceback
+        _ConsoleLines(
+            # Plain tracebacks: a rich one would print every frame's local variables, and a
+            # handler's locals may hold a key or a password.
+            structlog.dev.ConsoleRenderer(
+                colors=False, exception_formatter=structlog.dev.plain_traceback
+            )
         )
         if chosen == "console"
         else structlog.processors.JSONRenderer(default=repr)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from support import wait_for
 from supervision import project_in
+from support import wait_for
 
 
 def test_plain_status_says_the_last_reload_failed(tmp_path: Path) -> None:
