@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from appd.errors import ConfigurationError
-from appd.logging import get_logger
+from appd.logging import LOG_LEVEL_ENV_VAR, get_logger
 from appd.runtime.restart import RestartPolicy
 
 __all__ = [
@@ -74,6 +74,18 @@ REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
 
 _LOG_FORMATS: Final = ("auto", "json", "console")
 _LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+
+
+def _log_level_override() -> str | None:
+    """``APPD_LOG_LEVEL``, when set (checked like the ``log_level`` setting)."""
+    level = os.environ.get(LOG_LEVEL_ENV_VAR, "").strip().lower()
+    if not level:
+        return None
+    if level not in _LOG_LEVELS:
+        raise ConfigurationError(
+            f"{LOG_LEVEL_ENV_VAR}: expected one of {', '.join(_LOG_LEVELS)}, got {level!r}"
+        )
+    return level
 
 _log = get_logger("appd.config")
 
@@ -542,7 +554,7 @@ def parse_config(
         pid_file=path_of("pid_file", "appd.pid"),
         log_file=path_of("log_file", "appd.log"),
         log_format=top.choice("log_format", "auto", _LOG_FORMATS),
-        log_level=top.choice("log_level", "info", _LOG_LEVELS),
+        log_level=_log_level_override() or top.choice("log_level", "info", _LOG_LEVELS),
         run_dir=run_dir,
         enabled=top.strings("enabled"),
         modules=top.strings("modules") or (),

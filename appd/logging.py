@@ -60,6 +60,10 @@ def set_log_fields(**fields: Any) -> None:
 
 _RENDERED = "_appd_rendered"
 
+#: The environment variable that sets the level of every process of a run (``appd run -v N``,
+#: ``--log-level``); it overrides the configuration's ``log_level``.
+LOG_LEVEL_ENV_VAR = "APPD_LOG_LEVEL"
+
 
 class _Formatter(logging.Formatter):
     """Passes structlog's records through as rendered; renders a record logged through the
@@ -123,7 +127,7 @@ def configure_logging(
     logging_config: Mapping[str, Any] | None = None,
     stream: IO[str] | None = None,
     renderer: Renderer | None = None,
-    level: int | str = logging.INFO,
+    level: int | str | None = None,
 ) -> None:
     """Set up structlog and the standard library's logging for this process.
 
@@ -133,7 +137,9 @@ def configure_logging(
         handlers and levels, and appd adds none of its own.
     :param stream: where appd's default handler writes (standard error when omitted).
     :param renderer: ``"json"`` or ``"console"``; by default JSON unless ``stream`` is a terminal.
-    :param level: the root level for appd's default handler.
+    :param level: the root level for appd's default handler; by default ``APPD_LOG_LEVEL``
+        when set (``appd run -v N`` / ``--log-level`` set it for every process of a run), else
+        ``INFO``.
 
     Calling it again in the same process changes the role and replaces appd's handler; it never
     stacks handlers.
@@ -187,7 +193,8 @@ def configure_logging(
     handler.setFormatter(_Formatter([*stamp, final]))
     handler._appd_handler = True  # type: ignore[attr-defined]
     root.addHandler(handler)
-    root.setLevel(level)
+    root.setLevel(level if level is not None else
+                  (os.environ.get(LOG_LEVEL_ENV_VAR) or "INFO").upper())
 
 
 def _route_to_stdlib_unless_configured() -> None:

@@ -61,6 +61,38 @@ def build_parser(hooks: Hooks | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+#: ``run -v N``: the log level of every process of the run (1: the configuration's log_level).
+RUN_LOG_LEVELS: Final = {0: "warning", 1: None, 2: "info", 3: "debug"}
+
+
+def add_log_level_options(parser: argparse.ArgumentParser, *, verbosity: bool) -> None:
+    """``--log-level`` (and ``-v/--verbosity`` where the caller has none of its own, as
+    ``manage.py`` has) for the commands that run the supervisor."""
+    if verbosity:
+        parser.add_argument(
+            "-v", "--verbosity", type=int, choices=[0, 1, 2, 3], default=None,
+            help="log level of every process: 0 warnings and errors, 1 the configuration's "
+                 "log_level (default), 2 information, 3 debugging",
+        )
+    parser.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error", "critical"],
+        help="log level of every process (overrides -v and the configuration's log_level)",
+    )
+
+
+def apply_log_level(args: argparse.Namespace) -> None:
+    """Pass the level ``-v``/``--log-level`` chose to every process of the run, through
+    ``APPD_LOG_LEVEL`` (read with the configuration, so a reload's fresh processes keep it)."""
+    from appd.logging import LOG_LEVEL_ENV_VAR
+
+    verbosity = getattr(args, "verbosity", None)
+    level = getattr(args, "log_level", None) or (
+        RUN_LOG_LEVELS.get(verbosity) if verbosity is not None else None
+    )
+    if level:
+        os.environ[LOG_LEVEL_ENV_VAR] = level
+
+
 def appd_version() -> str:
     """The installed appd distribution's version (``unknown`` when run from a bare checkout)."""
     from importlib.metadata import PackageNotFoundError, version
@@ -100,7 +132,9 @@ def add_commands(
         "--reload", action="store_true",
         help="development: reload the services when a watched Python file changes",
     )
+    add_log_level_options(run, verbosity=common is None)
     start = add("start", cmd_start, "Start the supervisor as a daemon with a pid file.")
+    add_log_level_options(start, verbosity=common is None)
     start.add_argument(
         "--timeout", type=float, default=START_TIMEOUT,
         help=f"seconds to wait for every service to be ready (default {START_TIMEOUT:g})",
@@ -230,6 +264,7 @@ def _load(args: argparse.Namespace, *, secrets: bool = True) -> tuple[AppdConfig
 def cmd_run(args: argparse.Namespace) -> int:
     from appd.cli.app import run_supervisor
 
+    apply_log_level(args)
     if getattr(args, "reload", False):
         return _run_reloading(args)
     return run_supervisor(*_load(args), hold_pid_file=True, config_path=args.config)
@@ -253,6 +288,7 @@ def _run_reloading(args: argparse.Namespace) -> int:
 def cmd_start(args: argparse.Namespace) -> int:
     from appd.cli.app import start_daemonized
 
+    apply_log_level(args)
     config = _config(args)
     return start_daemonized(config, config_path=args.config, timeout=args.timeout)
 
