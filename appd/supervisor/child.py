@@ -123,9 +123,12 @@ def serve_process(
         if isinstance(service, SecureSocketAppService) and listener is not None:
             service.serve(listener, hooks=hooks, counter=board, gate=board)
         elif serve is not None and listener is not None:
-            serve(listener)  # a service of its own kind that serves a listener itself
+            # A service of its own kind that serves a listener itself: appd cannot see into its
+            # loop, so a thread beside it proves the process alive (a frozen process beats no
+            # more; a stuck loop only the service itself can tell).
+            _run_with_heartbeat(lambda: serve(listener), board)
         else:
-            _run_with_heartbeat(service, board)
+            _run_with_heartbeat(service.run, board)
     finally:
         slots.set_state(board.slot, SlotState.STOPPING)
         try:
@@ -138,8 +141,10 @@ def serve_process(
                 finish_process_output()
 
 
-def _run_with_heartbeat(service: AppServiceBase, board: ProcessBoard) -> None:
-    """``service.run()`` with a thread beating beside it (a service with no serving loop)."""
+def _run_with_heartbeat(body: Callable[[], object], board: ProcessBoard) -> None:
+    """``body()`` (``service.run()``, or a service's own ``serve(listener)``) with a thread
+    beating beside it: appd's own server beats from its accept loop, other serving code
+    cannot."""
     done = threading.Event()
 
     def beat() -> None:
@@ -150,7 +155,7 @@ def _run_with_heartbeat(service: AppServiceBase, board: ProcessBoard) -> None:
     thread = threading.Thread(target=beat, name="appd-heartbeat", daemon=True)
     thread.start()
     try:
-        service.run()
+        body()
     finally:
         done.set()
 
