@@ -369,6 +369,7 @@ def start_daemonized(config: AppdConfig, *, config_path: str | None, timeout: fl
     :returns: 0 once everything is ready; 1 when it is already running or fails to come up.
     """
     from appd.runtime import DaemonRunStatus, start_daemon
+    from appd.runtime.logfile import LOG_FILE_ENV_VAR
     from appd.runtime.pidfile import read_live_pid
     from appd.supervisor import read_status, status_path_for
 
@@ -380,6 +381,8 @@ def start_daemonized(config: AppdConfig, *, config_path: str | None, timeout: fl
     config.log_file.parent.mkdir(parents=True, exist_ok=True)
     config.pid_file.parent.mkdir(parents=True, exist_ok=True)
     config.run_dir.mkdir(parents=True, exist_ok=True)
+    # Every process of the run knows its log file, to open it again on SIGUSR1 (logrotate).
+    os.environ[LOG_FILE_ENV_VAR] = str(config.log_file.resolve())
     result, pid = start_daemon(
         pid_filename=str(config.pid_file),
         daemon_entry="appd.cli.app:daemon_main",

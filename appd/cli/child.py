@@ -34,9 +34,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     name, worker = str(spec["service"]), int(spec["worker"])
     role = f"{name}[{worker}]"
 
+    from appd.runtime.logfile import install_reopen_handler
     from appd.runtime.signals import install_quit_handlers
 
     install_quit_handlers()
+    install_reopen_handler()
     # A hang-up is the supervisor's business (a reload), never a reason for a service to die.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     set_log_fields(service=name, worker=worker)

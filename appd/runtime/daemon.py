@@ -28,6 +28,7 @@ from appd.errors import EntryLoadError, PidFileLocked
 from appd.logging import get_logger
 from appd.runtime.engine import Engine, Event, Slot
 from appd.runtime.entry import load_entry, parse_entry
+from appd.runtime.logfile import reopen_log_file
 from appd.runtime.pidfile import take_pid_file
 from appd.runtime.process import become_child, flush_stdio, run_child, spawn
 from appd.runtime.quit import quit_requested, sleep
@@ -256,6 +257,8 @@ def _guard(plan: _DaemonPlan, run_entry: Callable[[], object]) -> int:
         engine.start(slot)
         while not quit_requested():
             for signum in forwarded.take():
+                if signum in (signal.SIGUSR1, signal.SIGHUP):
+                    reopen_log_file()
                 engine.signal(slot, signum)
             for event in engine.tick():
                 code = _on_executor_event(event)

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple, NoReturn
 
 from appd.errors import PidFileLocked
 from appd.logging import configure_logging, get_logger
+from appd.runtime.logfile import install_reopen_handler
 from appd.runtime.pidfile import take_pid_file
 from appd.runtime.quit import clear_quit
 from appd.runtime.signals import (
@@ -211,6 +212,7 @@ def become_child(
     reset_signal_handlers()
     clear_quit()
     install_quit_handlers()
+    install_reopen_handler()
     unblock_quit_signals()
     if parent is not None:
         _set_parent_death_signal(PARENT_DEATH_SIGNAL, parent)

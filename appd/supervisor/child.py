@@ -18,6 +18,7 @@ from appd.config import AppdConfig
 from appd.hooks import Hooks
 from appd.logging import StdioRecords, configure_logging, get_logger, set_log_fields
 from appd.runtime import quit_requested
+from appd.runtime.logfile import write_log_to
 from appd.service import AppServiceBase, SecureSocketAppService
 from appd.supervisor.scoreboard import Scoreboard, SlotState
 
@@ -47,6 +48,9 @@ def configure_process_logging(config: AppdConfig, service: str | None, worker: i
     if service is not None:
         # What the service prints becomes records too, with the same fields.
         stream = _STDIO.start()
+        # Descriptors 1 and 2 are now the captured output's pipes: a reopened log file
+        # replaces the handler's own descriptor instead.
+        write_log_to(stream.fileno())
     configure_logging(role, renderer=renderer, level=config.log_level.upper(), stream=stream)
 
 

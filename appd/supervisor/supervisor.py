@@ -36,6 +36,7 @@ from appd.errors import AppdError
 from appd.hooks import Hooks
 from appd.logging import get_logger
 from appd.runtime.engine import Engine, Event, Slot, SlotState, write_json_atomically
+from appd.runtime.logfile import reopen_log_file
 from appd.runtime.process import INHERIT, spawn, spawn_exec
 from appd.runtime.signals import SignalQueue
 from appd.service import AppServiceBase
@@ -353,7 +354,7 @@ class Supervisor:
 
     def run(self) -> int:
         """Bind, start every service process, supervise until quit; returns an exit code."""
-        self.signals.install((signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
+        self.signals.install((signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1))
         try:
             self.bind_all()
             _log.info(
@@ -385,7 +386,11 @@ class Supervisor:
             if signum in (signal.SIGTERM, signal.SIGINT):
                 self._begin_shutdown(signal.Signals(signum).name)
             elif signum == signal.SIGHUP:
+                reopen_log_file()  # the processes the reload starts write to a moved log anew
                 self.request_reload()
+            elif signum == signal.SIGUSR1 and reopen_log_file():
+                for slot in self.engine.running():
+                    self.engine.signal(slot, signal.SIGUSR1)
         self._handle(self.engine.tick())
         if self._state == "stopping":
             if not self.engine.running():
