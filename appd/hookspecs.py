@@ -184,6 +184,18 @@ def appd_listener(service: Service) -> socket.socket | None:
 
 
 @hookspec
+def appd_addresses() -> list[tuple[str, str]]:
+    """Name the addresses a plugin listens on besides the services' (a metrics endpoint, say),
+    so ``appd check`` and Django's system checks catch two listeners on one address and tell
+    whether each is free.  Called after ``appd_configure``, in whichever process checks.
+
+    :returns: ``(owner, address)`` pairs: who listens (``"prometheus endpoint"``) and where
+        (``"HOST:PORT"``, or ``"unix:PATH"``); port ``0`` (any free one) is never a conflict.
+    """
+    raise NotImplementedError
+
+
+@hookspec
 def appd_status(status: Mapping[str, Any]) -> None:
     """Called in the supervisor each time it writes its status: on every change, and at least
     once a second while it runs.

@@ -92,6 +92,11 @@ class Recorder:
         self._record("appd_listener", service=service)
 
     @hookimpl
+    def appd_addresses(self) -> list[tuple[str, str]]:
+        self._record("appd_addresses")
+        return []
+
+    @hookimpl
     def appd_status(self, status: Any) -> None:
         state = status.get("state") if isinstance(status, dict) else None
         if not self.calls or self.calls[-1] != ("appd_status", {"state": state}):

@@ -9,13 +9,15 @@ capacity's backend answers.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from appd.capacity import open_backend
 from appd.cli.app import RECOMMENDED_KEY_BYTES, configure_service, is_enabled
 from appd.cli.diagnosis import diagnose
-from appd.errors import AppdError, ConfigurationError
+from appd.errors import AddressInUse, AppdError, ConfigurationError
 from appd.hooks import Hooks
+from appd.runtime.pidfile import read_live_pid
 from appd.service import SecureSocketAppService
 from appd.transport.crypto import human_key_reason
 
@@ -46,6 +48,9 @@ def check(
     if found is None or problems:
         return problems, notes, warnings
     notes.append(f"discovery: {len(found)} service(s): {', '.join(f.name for f in found) or '-'}")
+    # On a running site the addresses its own supervisor holds are in use, and rightly so.
+    running = read_live_pid(config.pid_file)
+    ours = f"in use by this appd (pid {running})"
     for item in found:
         if not is_enabled(config, item.name):
             continue
@@ -70,6 +75,11 @@ def check(
             )
         try:
             listener = service.bind()
+        except AddressInUse as exc:
+            if running is not None:
+                notes.append(f"service {service.name}: {service.settings.address} {ours}")
+            else:
+                problems.append(str(exc))
         except AppdError as exc:
             problems.append(str(exc))
         except OSError as exc:
@@ -79,6 +89,14 @@ def check(
             if service.path:
                 Path(service.path).unlink(missing_ok=True)
             notes.append(f"service {service.name}: address free")
+    for owner, address in (diagnosis.hooks.appd_addresses() if diagnosis.hooks else []):
+        problem = _address_problem(address)
+        if problem is None:
+            notes.append(f"{owner}: {address}: address free")
+        elif problem == "address already in use" and running is not None:
+            notes.append(f"{owner}: {address} {ours}")
+        else:
+            problems.append(f"{owner} cannot listen on {address}: {problem}")
     for name, capacity in sorted(config.capacities.items()):
         try:
             backend = open_backend(capacity)
@@ -92,3 +110,21 @@ def check(
             what = "slot directory usable" if capacity.is_local else "Redis answers"
             notes.append(f"capacity {name}: {backend.label}: {what}")
     return problems, notes, warnings
+
+
+def _address_problem(address: str) -> str | None:
+    """Why a TCP ``HOST:PORT`` a plugin declares cannot be listened on (None: it can; a Unix
+    path or port 0 is not tried)."""
+    host, _, port = address.rpartition(":")
+    if address.startswith("unix:") or not port.isdigit() or int(port) == 0:
+        return None
+    try:
+        infos = socket.getaddrinfo(host.strip("[]") or None, int(port), type=socket.SOCK_STREAM)
+        family, kind, proto, _, where = infos[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(where)
+            sock.listen(1)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -23,7 +23,10 @@ from appd.discovery import DiscoveredService
 from appd.errors import ConfigurationError, DiscoveryError, DuplicateServiceError
 from appd.hooks import Hooks
 
-__all__ = ["Diagnosis", "Finding", "Kind", "diagnose", "format_traceback", "references"]
+__all__ = [
+    "Diagnosis", "Finding", "Kind", "address_conflicts", "diagnose", "format_traceback",
+    "listeners", "references",
+]
 
 
 class Kind(Enum):
@@ -39,6 +42,8 @@ class Kind(Enum):
     DUPLICATE = "duplicate"
     #: An ``env:``/``file:`` reference that cannot be resolved here.
     SECRET = "secret"
+    #: Two listeners (services, or an address a plugin declares) on one address.
+    CONFLICT = "conflict"
 
 
 @dataclass(frozen=True)
@@ -190,10 +195,68 @@ def diagnose(
     try:
         config, hooks = load(config_path, source=source, hooks=hooks)
         result.config, result.hooks = config, hooks
-        prepare_services(config, found)
+        services = prepare_services(config, found)
     except ConfigurationError as exc:
         findings.append(Finding(Kind.CONFIGURATION, str(exc)))
+        return result
+    findings.extend(
+        Finding(Kind.CONFLICT, message, hint="give each its own port (or path)")
+        for message in address_conflicts(listeners(services, hooks))
+    )
     return result
+
+
+def listeners(services: Sequence[Any], hooks: Hooks | None) -> list[tuple[str, str]]:
+    """``(owner, address)`` of everything this configuration listens on: each socket service
+    (``service 'power'``) and each address a plugin declares (``appd_addresses``)."""
+    found = [
+        (f"service {service.name!r}", service.settings.address)
+        for service in services
+        if getattr(service, "settings", None) is not None
+    ]
+    if hooks is not None:
+        found.extend(hooks.appd_addresses())
+    return found
+
+
+#: Hosts that listen on every interface: they clash with any host on the same port.
+_WILDCARDS: Final = ("", "0.0.0.0", "::", "*")
+
+
+def _endpoint(address: str) -> tuple[str, str, int] | None:
+    """``("unix", path, 0)`` or ``("tcp", host, port)``; None for port 0 (any free one) or an
+    address that does not parse."""
+    if address.startswith("unix:"):
+        return "unix", address[len("unix:"):], 0
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    if not port.isdigit() or int(port) == 0:
+        return None
+    return "tcp", "127.0.0.1" if host == "localhost" else host, int(port)
+
+
+def address_conflicts(found: Sequence[tuple[str, str]]) -> list[str]:
+    """One message per pair of listeners that cannot both listen: the same Unix socket path,
+    or one TCP port on the same host (or with either on every interface)."""
+    messages = []
+    parsed = [(owner, address, _endpoint(address)) for owner, address in found]
+    for i, (owner, address, endpoint) in enumerate(parsed):
+        if endpoint is None:
+            continue
+        for other, other_address, other_endpoint in parsed[i + 1:]:
+            if other_endpoint is None or other_endpoint[0] != endpoint[0]:
+                continue
+            if endpoint[0] == "unix":
+                clash = endpoint[1] == other_endpoint[1]
+            else:
+                clash = endpoint[2] == other_endpoint[2] and (
+                    endpoint[1] == other_endpoint[1]
+                    or endpoint[1] in _WILDCARDS or other_endpoint[1] in _WILDCARDS
+                )
+            if clash:
+                where = address if address == other_address else f"{address} and {other_address}"
+                messages.append(f"{owner} and {other} both listen on {where}")
+    return messages
 
 
 def _known(name: str, names: list[str]) -> str:

@@ -373,6 +373,15 @@ class Hooks:
         result = self.pm.hook.appd_listener(service=service)
         return result  # type: ignore[no-any-return]
 
+    def appd_addresses(self) -> list[tuple[str, str]]:
+        """Every ``(owner, address)`` plugins listen on besides the services (a plugin that
+        fails is logged and skipped: a check goes on without it)."""
+        found: list[tuple[str, str]] = []
+        with _failure_logged("appd_addresses"):
+            for pairs in self.pm.hook.appd_addresses():
+                found.extend((str(owner), str(address)) for owner, address in pairs or ())
+        return found
+
     def appd_status(self, *, status: Mapping[str, Any]) -> None:
         """Fire ``appd_status`` in the supervisor with the status it just wrote."""
         self._notify("appd_status", status=status)

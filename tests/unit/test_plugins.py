@@ -54,6 +54,7 @@ def spec_args(name: str) -> list[str]:
 def test_every_spec_has_the_documented_names_and_markers() -> None:
     assert SPEC_NAMES == [
         "appd_add_commands",
+        "appd_addresses",
         "appd_configure",
         "appd_crash",
         "appd_listener",

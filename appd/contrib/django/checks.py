@@ -11,6 +11,8 @@
                with ``check --deploy``.
 ``appd.W006``  a secret written literally in ``settings.APPD`` while ``DEBUG = False``.
 ``appd.E007``  ``settings.appd`` (or another spelling) instead of ``APPD``: it would be ignored.
+``appd.E008``  two services (or a service and an address a plugin declares, such as the
+               ``[prometheus]`` endpoint) listen on one address: the message names both.
 =============  ==================================================================================
 
 The checks are registered by :meth:`AppdAppConfig.ready` and run only when Django runs its
@@ -44,6 +46,7 @@ _IDS: Final = {
     "unknown service": "appd.E002",
     "import": "appd.E003",
     "duplicate": "appd.E004",
+    "conflict": "appd.E008",
 }
 _SECRET_WARNING: Final = "appd.W005"
 _SECRET_ERROR: Final = "appd.E005"

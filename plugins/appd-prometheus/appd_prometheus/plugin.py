@@ -78,6 +78,13 @@ class PrometheusPlugin:
         if table is not None:
             self.settings = PrometheusSettings.from_table(table)
 
+    @hookimpl
+    def appd_addresses(self) -> list[tuple[str, str]]:
+        """The endpoint's address, for ``appd check``'s conflicts and free-address checks."""
+        if self.settings is None:
+            return []
+        return [("prometheus endpoint", f"{self.settings.host}:{self.settings.port}")]
+
     # -- the supervisor ----------------------------------------------------------------------
 
     @property
