@@ -12,7 +12,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -479,9 +479,18 @@ def _find_service(config: AppdConfig, hooks: Hooks, name: str) -> AppServiceBase
 
 
 def client_for(config: AppdConfig, hooks: Hooks, name: str, *, timeout: float) -> Any:
-    """A client for the socket service ``name``, with its configured address and credentials."""
+    """A client for the socket service ``name``, with its configured address and credentials.
+
+    From the configuration alone when its table says enough (an address, a key and a user), as
+    a web worker's client is built: no service module is imported, so an unrelated app's
+    broken ``services.py`` does not matter. Otherwise discovery supplies the class's own
+    attributes."""
     from appd.service import SecureSocketAppClient, SecureSocketAppService
 
+    known = _client_settings(config, name)
+    if known is not None:
+        host, port, path, user, secret, key = known
+        return SecureSocketAppClient(host, port, user, secret, key, path=path, timeout=timeout)
     service = _find_service(config, hooks, name)
     if not isinstance(service, SecureSocketAppService):
         raise AppdError(f"service {name!r} does not serve requests (not a socket service)")
@@ -499,6 +508,31 @@ def client_for(config: AppdConfig, hooks: Hooks, name: str, *, timeout: float) -
         path=service.path,
         timeout=timeout,
     )
+
+
+def _client_settings(
+    config: AppdConfig, name: str
+) -> tuple[str | None, int | None, str | None, str, str, str] | None:
+    """``(host, port, path, username, password, key)`` of ``name`` from its configuration table
+    alone, or None when the table leaves any of them to the class."""
+    table = config.services.get(name)
+    if table is None:
+        return None
+    values = table.settings
+    path, port, key = values.get("path"), values.get("port"), values.get("key")
+    username, password = values.get("username"), values.get("password")
+    users = values.get("users")
+    if (username is None or password is None) and isinstance(users, Mapping) and users:
+        username, password = next(iter(users.items()))
+    texts = (key, username, password)
+    if not all(isinstance(t, str) and t for t in texts):
+        return None
+    if path:
+        return None, None, str(path), str(username), str(password), str(key)
+    if isinstance(port, bool) or not isinstance(port, int) or port <= 0:
+        return None
+    host = values.get("host") or "127.0.0.1"
+    return str(host), port, None, str(username), str(password), str(key)
 
 
 def service_rows(config: AppdConfig, hooks: Hooks) -> list[list[str]]:
