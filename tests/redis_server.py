@@ -29,6 +29,13 @@ class RedisServer:
     def start(self) -> None:
         self._server.start(timeout=20)
 
+    @property
+    def pid(self) -> int:
+        """The server process's pid (to freeze it with SIGSTOP, say)."""
+        process = self._server._process
+        assert process is not None, "the server is not running"
+        return int(process.pid)
+
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after 5 s) and reap it; nothing if stopped."""
         with contextlib.suppress(self._not_started):

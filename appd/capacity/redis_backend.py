@@ -135,6 +135,9 @@ class RedisBackend:
                 "pip install 'appd[redis]'"
             ) from None
         self._redis_module = redis
+        #: The last operation timed out: the server may hang, so clean-ups that expiry also
+        #: does are skipped rather than each waiting out another socket timeout.
+        self._hung = False
         self.name = name
         self.limit = limit
         self.label = redact_url(url)
@@ -149,9 +152,11 @@ class RedisBackend:
                 url,
                 socket_timeout=self.socket_timeout,
                 socket_connect_timeout=self.socket_timeout,
-                # One retry, at once: it reconnects a pooled connection that a restarted
-                # server closed.  Every operation is idempotent (holder ids are unique).
-                retry=Retry(NoBackoff(), 1),
+                # One retry, at once, of a connection error only: it reconnects a pooled
+                # connection that a restarted server closed (every operation is idempotent:
+                # holder ids are unique).  A timeout is not retried: a server that stopped
+                # answering fails the operation after one socket timeout, not two.
+                retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
             )
         except ValueError:
             raise ConfigurationError(
@@ -165,9 +170,12 @@ class RedisBackend:
 
     def _run(self, *args: Any) -> Any:
         try:
-            return self._script(keys=self.keys, args=list(args))
+            result = self._script(keys=self.keys, args=list(args))
         except self._redis_module.RedisError as exc:
+            self._hung = isinstance(exc, self._redis_module.TimeoutError)
             raise self._unavailable(exc) from None
+        self._hung = False
+        return result
 
     def _unavailable(self, exc: Exception) -> CapacityUnavailable:
         reason = str(exc).replace(self.client.connection_pool.connection_kwargs.get(
@@ -191,7 +199,10 @@ class RedisBackend:
         return None
 
     def _quietly(self, *args: Any) -> None:
-        """Run the script, ignoring failure (for clean-ups that expiry also does)."""
+        """Run the script, ignoring failure (for clean-ups that expiry also does); skipped
+        while the server is not answering."""
+        if self._hung:
+            return
         with contextlib.suppress(self._redis_module.RedisError):
             self._script(keys=self.keys, args=list(args))
 
@@ -203,6 +214,7 @@ class RedisBackend:
         try:
             self.client.blpop([self.keys[3]], timeout=pause)
         except self._redis_module.RedisError as exc:
+            self._hung = isinstance(exc, self._redis_module.TimeoutError)
             raise self._unavailable(exc) from None
 
     def withdraw(self, holder: str) -> None:

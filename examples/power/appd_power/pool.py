@@ -29,6 +29,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Final
 
+from appd import CapacityUnavailable
 from appd_power.errors import PduBusy, PduError, PduUnavailable, PoolTimeout
 
 if TYPE_CHECKING:
@@ -187,6 +188,8 @@ class PduPool:
         self._reap_due = threading.Event()
         self._reaper: threading.Thread | None = None
         self._cond = threading.Condition()
+        #: When a lease could not be had because the capacity's backend failed, and how.
+        self._failure: tuple[float, CapacityUnavailable] | None = None
         self._closed = False
 
     def __repr__(self) -> str:
@@ -311,6 +314,10 @@ class PduPool:
                     wait = min(self.capacity.acquire_timeout, deadline - time.monotonic())
                     try:
                         lease = self.capacity.acquire_lease(timeout=max(0.0, wait))
+                    except CapacityUnavailable as failed:
+                        with self._cond:  # those waiting behind this request fail with it
+                            self._failure = (time.monotonic(), failed)
+                        raise
                     finally:
                         with self._cond:  # the next request may wait for a lease now
                             self._leasing = False
@@ -331,10 +338,16 @@ class PduPool:
             return conn
 
     def _take_or_reserve(self, deadline: float) -> PduConnection | None:
-        """Under the lock: an idle connection, or None having reserved a slot to open one."""
+        """Under the lock: an idle connection, or None having reserved a slot to open one.
+
+        A capacity backend that failed while this request waited fails it too, at once: each
+        queued request would otherwise wait out a backend timeout of its own in turn."""
+        entered = time.monotonic()
         while True:
             if self._closed:
                 raise PduUnavailable("the PDU pool is closed")
+            if self._failure is not None and self._failure[0] >= entered:
+                raise self._failure[1]
             if self._idle:
                 return self._idle.pop()
             if self._open < self.size and not self._leasing:
