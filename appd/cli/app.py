@@ -7,6 +7,7 @@ services with their settings applied, the supervisor, the daemon runtime and the
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import json
 import os
@@ -65,11 +66,15 @@ class ConfigSource:
     :ivar plugins: plugin objects registered with every plugin manager :func:`load` builds.
     :ivar entry: ``"module:function"`` returning this same source, so that a service process
         (a fresh interpreter) reads the configuration the way the supervisor does.
+    :ivar reread: see the attribute.
     """
 
     read: Callable[[], RawConfig | None]
     plugins: tuple[object, ...] = ()
     entry: str | None = None
+    #: Reads the configuration anew from disk, for a reload, where :attr:`read` would return
+    #: what this process read before (a framework's settings imported once); None: ``read``.
+    reread: Callable[[], RawConfig | None] | None = None
 
 
 _source: ConfigSource | None = None
@@ -327,9 +332,14 @@ class _Reloader:
         services: Sequence[AppServiceBase], config: AppdConfig,
     ) -> None:
         self.config_file = config_file
-        self.source = source
+        # A reload reads the configuration as it is on disk now.
+        self.source = (
+            source if source is None or source.reread is None
+            else dataclasses.replace(source, read=source.reread)
+        )
         self.modules = {type(service).__module__ for service in services}
         self.paths = list(config.paths)
+        self.config = config
 
     def _stale(self, name: str, module: Any) -> bool:
         if name == "appd" or name.startswith("appd."):
@@ -349,10 +359,31 @@ class _Reloader:
             del sys.modules[name]
         importlib.invalidate_caches()
         config, hooks = load(self.config_file, source=self.source)
+        _refuse_fixed_changes(self.config, config)
         services = prepare_services(config, discover(config, hooks))
         self.modules |= {type(service).__module__ for service in services}
         self.paths = list(config.paths)
+        self.config = config
         return Plan(config, hooks, services)
+
+
+#: Settings a running supervisor cannot change: where its pid, status and log files are, and
+#: its working directory. A reload that changes one is refused (nothing is replaced) and says
+#: which; ``appd restart`` applies it.
+FIXED_SETTINGS: Final = ("run_dir", "pid_file", "log_file")
+
+
+def _refuse_fixed_changes(before: AppdConfig, after: AppdConfig) -> None:
+    """:raises ConfigurationError: naming the first setting in :data:`FIXED_SETTINGS` that
+    ``after`` changes."""
+    for name in FIXED_SETTINGS:
+        old, new = getattr(before, name), getattr(after, name)
+        if old != new:
+            raise ConfigurationError(
+                f"{after.source or 'configuration'}: {name}: changed from {old} to {new}, "
+                "which a reload cannot apply: the running processes keep serving; "
+                "restart appd (appd restart) to apply it"
+            )
 
 
 def daemon_main(*, config_path: str | None) -> None:

@@ -9,8 +9,10 @@ no ``BASE_DIR``.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
+import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +26,7 @@ __all__ = [
     "SETTING",
     "SOURCE",
     "django_config_source",
+    "fresh_settings_config",
     "project_config_source",
     "settings_config",
     "settings_module_of",
@@ -74,14 +77,68 @@ def settings_config() -> RawConfig | None:
     )
 
 
+#: Run in a fresh interpreter by :func:`fresh_settings_config`: the settings module imported
+#: anew (no ``django.setup()``: only the settings are read), ``APPD`` and ``BASE_DIR`` as JSON.
+_READ_SETTINGS: Final = """
+import json, sys
+from django.conf import settings
+data = getattr(settings, "APPD", None)
+base = getattr(settings, "BASE_DIR", None)
+json.dump({"APPD": data, "BASE_DIR": None if base is None else str(base)}, sys.stdout,
+          default=str)
+"""
+
+
+def fresh_settings_config() -> RawConfig | None:
+    """``settings.APPD`` as the settings module on disk says now: what a reload applies.
+
+    Django imports a settings module once per process, so it is read in a fresh interpreter
+    (with this process's ``sys.path`` and ``DJANGO_SETTINGS_MODULE``); values JSON cannot
+    hold (a ``Path``) arrive as their strings, which is how every path setting is read anyway.
+
+    :raises ConfigurationError: the settings module cannot be imported (its error's last
+        line), or ``APPD`` is not a dict.
+    """
+    from django.conf import settings
+
+    module = os.environ.get("DJANGO_SETTINGS_MODULE") or getattr(settings, "SETTINGS_MODULE", "")
+    if not module:
+        return settings_config()  # configured in code: nothing on disk to read again
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": module,
+        "PYTHONPATH": os.pathsep.join(entry for entry in sys.path if entry),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _READ_SETTINGS], env=env, capture_output=True, text=True,
+        timeout=60, check=False,
+    )
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or ["no error output"]
+        raise ConfigurationError(
+            f"{SOURCE}: the settings module {module!r} cannot be read again: {lines[-1]}"
+        )
+    read = json.loads(done.stdout)
+    data, base_dir = read["APPD"], read["BASE_DIR"]
+    if data is None:
+        return None
+    if not isinstance(data, Mapping):
+        raise ConfigurationError(
+            f"{SOURCE}: expected a dict of settings, got {type(data).__name__} {data!r}"
+        )
+    return RawConfig(dict(data), SOURCE, Path(base_dir).resolve() if base_dir else Path.cwd())
+
+
 def django_config_source() -> ConfigSource:
-    """The source ``manage.py appd`` installs: ``settings.APPD`` and the connections plugin."""
+    """The source ``manage.py appd`` installs: ``settings.APPD`` (read anew from the settings
+    module on a reload) and the connections plugin."""
     from appd.contrib.django import connections
 
     return ConfigSource(
         read=settings_config,
         plugins=(connections,),
         entry="appd.contrib.django.config:django_config_source",
+        reread=fresh_settings_config,
     )
 
 
