@@ -79,6 +79,9 @@ class ProcessBoard:
         self.group = group
         self._requests = 0
         self._lock = threading.Lock()
+        #: Called on the first beat of the serving loop (then forgotten): the process says it
+        #: is ready only once it accepts, so a reload never stops the old one too early.
+        self.on_first_beat: Callable[[], None] | None = None
 
     def count(self) -> None:
         """One more request answered."""
@@ -94,6 +97,9 @@ class ProcessBoard:
     def beat(self) -> None:
         """The serving loop turned: this process is alive."""
         self.board.beat(self.slot)
+        if self.on_first_beat is not None:
+            ready, self.on_first_beat = self.on_first_beat, None
+            ready()
 
     def may_accept(self, connections: int) -> bool:
         """Publish ``connections`` and say whether to take another one."""
@@ -121,17 +127,26 @@ def serve_process(
     hooks.appd_post_fork(service=service, worker=worker)
     service.setup()
     try:
-        slots.set_state(board.slot, SlotState.READY)
-        hooks.appd_service_ready(service=service, worker=worker)
+
+        def ready() -> None:
+            slots.set_state(board.slot, SlotState.READY)
+            hooks.appd_service_ready(service=service, worker=worker)
+
         serve: Callable[..., None] | None = getattr(service, "serve", None)
         if isinstance(service, SecureSocketAppService) and listener is not None:
+            # Ready once its accept loop turns: deriving its keys (scrypt) and building its
+            # server come first, and a reload stops the old process only after this one is
+            # ready, so no connection waits in the backlog meanwhile.
+            board.on_first_beat = ready
             service.serve(listener, hooks=hooks, counter=board, gate=board)
         elif serve is not None and listener is not None:
             # A service of its own kind that serves a listener itself: appd cannot see into its
             # loop, so a thread beside it proves the process alive (a frozen process beats no
             # more; a stuck loop only the service itself can tell).
+            ready()
             _run_with_heartbeat(lambda: serve(listener), board)
         else:
+            ready()
             _run_with_heartbeat(service.run, board)
     finally:
         slots.set_state(board.slot, SlotState.STOPPING)

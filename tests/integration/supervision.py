@@ -253,7 +253,7 @@ class Callers:
 
     def _loop(self, index: int) -> None:
         with self.project.client(self.service, timeout=20) as client:
-            last = time.monotonic()
+            last: float | None = None  # gaps are between replies: none before the first
             while not self._stop.is_set():
                 try:
                     pid = client.call("pid")
@@ -261,7 +261,8 @@ class Callers:
                     self.failures.append(exc)
                     continue
                 now = time.monotonic()
-                self.gaps[index] = max(self.gaps[index], now - last)
+                if last is not None:
+                    self.gaps[index] = max(self.gaps[index], now - last)
                 last = now
                 self.replies += 1
                 self.pids.add(pid)

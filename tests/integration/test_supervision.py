@@ -42,7 +42,6 @@ def reload_sequence(project: Project) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.serial
 @pytest.mark.parametrize("processes", [1, 2])
 def test_calls_never_fail_while_sighup_arrives_every_3_seconds(
     project: Project, processes: int
@@ -67,7 +66,6 @@ def test_calls_never_fail_while_sighup_arrives_every_3_seconds(
 
 
 @pytest.mark.slow
-@pytest.mark.serial
 def test_sixteen_callers_sighup_every_1_5_seconds_five_runs(tmp_path: Path) -> None:
     """Five runs at once (each its own supervisor): no call fails in any of them."""
     with contextlib.ExitStack() as stack:
