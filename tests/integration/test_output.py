@@ -4,6 +4,7 @@ by path): a Unix stream socket works, and a file opened without O_APPEND loses n
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -34,12 +35,26 @@ def _serves(project: Project, names: list[str]) -> Callable[[], bool]:
     return check
 
 
+#: Records each service's handlers log in a test (see :func:`_said`).
+SAID = 10
+
+
 def _answers_without_restarts(project: Project, names: list[str]) -> None:
     wait_for(_serves(project, names), timeout=30, message="every service to be ready")
     for name in names:
-        with project.client(name) as client:
-            assert client.call("greet")
+        for _ in range(SAID):  # a new connection each: both processes log some
+            with project.client(name) as client:
+                assert client.call("say", f"hello {name}") == f"hello {name}"
         assert project.status()["services"][name]["restarts"] == 0
+
+
+def _said(records: list[dict[str, Any]], names: list[str]) -> None:
+    """Every record the handlers logged, and every process's start, arrived."""
+    for name in names:
+        said = [r for r in records if r.get("event") == f"handler says hello {name}"]
+        assert len(said) == SAID, (name, len(said))
+    started = [r for r in records if r.get("event") == "service process started"]
+    assert len(started) == 2 * len(names)
 
 
 def _json_lines(data: bytes) -> list[dict[str, Any]]:
@@ -69,6 +84,7 @@ def test_run_with_output_on_a_unix_stream_socket(tmp_path: Path) -> None:
     reader.join(timeout=10)
     records = _json_lines(bytes(received))
     assert {r.get("service") for r in records} >= set(names)
+    _said(records, names)
 
 
 @pytest.mark.timeout(90)
@@ -82,6 +98,66 @@ def test_run_with_output_to_a_file_keeps_every_record_whole(tmp_path: Path, mode
         _answers_without_restarts(project, names)
         assert project.stop() == 0
     records = _json_lines(out.read_bytes())
-    started = [r for r in records if r.get("event") == "service process started"]
-    assert len(started) == 4
     assert {r.get("service") for r in records} >= set(names)
+    _said(records, names)
+
+
+@pytest.mark.timeout(90)
+def test_run_with_output_to_a_pipe_keeps_every_record_whole(tmp_path: Path) -> None:
+    read_end, write_end = os.pipe()
+    received = bytearray()
+
+    def drain() -> None:
+        while chunk := os.read(read_end, 65536):
+            received.extend(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    names = ["alpha", "beta"]
+    try:
+        with project_in(tmp_path) as project:
+            project.write_config({name: {"processes": 2} for name in names})
+            _start(project, write_end)
+            os.close(write_end)
+            _answers_without_restarts(project, names)
+            assert project.stop() == 0
+        reader.join(timeout=10)
+    finally:
+        os.close(read_end)
+    _said(_json_lines(bytes(received)), names)
+
+
+@pytest.mark.timeout(90)
+def test_run_with_output_on_a_datagram_socket_sends_one_record_per_datagram(
+    tmp_path: Path,
+) -> None:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    datagrams: list[bytes] = []
+    ours.settimeout(0.2)
+    done = threading.Event()
+
+    def drain() -> None:
+        while not done.is_set():
+            try:
+                datagrams.append(ours.recv(1 << 20))
+            except TimeoutError:
+                continue
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    names = ["alpha", "beta"]
+    with project_in(tmp_path) as project:
+        project.write_config({name: {"processes": 2} for name in names})
+        _start(project, theirs)
+        theirs.close()
+        _answers_without_restarts(project, names)
+        assert project.stop() == 0
+    wait_for(lambda: any(b"stopped" in d for d in datagrams[-3:]), timeout=5,
+             message="the last records")
+    done.set()
+    reader.join(timeout=5)
+    records = []
+    for datagram in datagrams:
+        assert datagram.endswith(b"\n") and datagram.count(b"\n") == 1, datagram[:200]
+        records.append(json.loads(datagram))
+    _said(records, names)

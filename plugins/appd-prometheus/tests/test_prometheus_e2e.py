@@ -97,7 +97,11 @@ def test_counters_are_exact_across_processes_errors_busy_and_kill_9(project: Pro
                  command="slow", le="1.0") == 0
     assert value(samples, "appd_request_duration_seconds_bucket", service="echo",
                  command="slow", le="2.5") == 2
-    assert value(samples, "appd_requests_in_flight", service="echo") == 0
+    # The gauge is sampled a few times a second: the held call's end shows at the next sample.
+    assert wait_for(
+        lambda: value(project.scrape(), "appd_requests_in_flight", service="echo") == 0,
+        timeout=5, message="no request in flight",
+    )
 
     # Files are kept per process slot, not per pid: the restart reused its slot's files.
     locks = sorted(p.name for p in project.metrics_dir.glob("*.lock"))
