@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         ConfigurationError,
         ConnectFailed,
         ConnectionLost,
+        DeadlineExceeded,
         DiscoveryError,
         DuplicateServiceError,
         EntryLoadError,
@@ -62,6 +63,13 @@ if TYPE_CHECKING:
         WorkerStartInfo,
         start_workers,
     )
+    from appd.scope import (
+        current_request_id,
+        deadline,
+        new_request_id,
+        request_id,
+        time_remaining,
+    )
     from appd.service.base import AppServiceBase
     from appd.service.secure_socket import (
         SecureSocketAppService,
@@ -85,6 +93,7 @@ __all__ = [
     "ConnectFailed",
     "ConnectionLost",
     "DaemonRunStatus",
+    "DeadlineExceeded",
     "DiscoveredService",
     "DiscoveryError",
     "DuplicateServiceError",
@@ -105,16 +114,21 @@ __all__ = [
     "__version__",
     "command",
     "configure_logging",
+    "current_request_id",
+    "deadline",
     "discover_services",
     "generate_key",
     "get_logger",
     "get_plugin_manager",
     "hookimpl",
     "load_hooks",
+    "new_request_id",
     "quit_requested",
+    "request_id",
     "sleep",
     "start_daemon",
     "start_workers",
+    "time_remaining",
 ]
 
 #: Where each public name lives; imported on first access.
@@ -131,6 +145,7 @@ _EXPORTS: Final[dict[str, str]] = {
     "ConnectFailed": "appd.errors",
     "ConnectionLost": "appd.errors",
     "DaemonRunStatus": "appd.runtime.daemon",
+    "DeadlineExceeded": "appd.errors",
     "DiscoveredService": "appd.discovery",
     "DiscoveryError": "appd.errors",
     "DuplicateServiceError": "appd.errors",
@@ -150,16 +165,21 @@ _EXPORTS: Final[dict[str, str]] = {
     "WorkerStartInfo": "appd.runtime.workers",
     "command": "appd.service.secure_socket",
     "configure_logging": "appd.logging",
+    "current_request_id": "appd.scope",
+    "deadline": "appd.scope",
     "discover_services": "appd.discovery",
     "generate_key": "appd.transport.crypto",
     "get_logger": "appd.logging",
     "get_plugin_manager": "appd.hooks.manager",
     "hookimpl": "appd.hookspecs",
     "load_hooks": "appd.hooks.manager",
+    "new_request_id": "appd.scope",
     "quit_requested": "appd.runtime.quit",
+    "request_id": "appd.scope",
     "sleep": "appd.runtime.quit",
     "start_daemon": "appd.runtime.daemon",
     "start_workers": "appd.runtime.workers",
+    "time_remaining": "appd.scope",
 }
 
 

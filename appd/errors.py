@@ -20,7 +20,8 @@ Every message names what happened and where; none ever contains a key or a passw
         ├── ConnectionLost          the connection broke while a request was in flight
         ├── AuthenticationFailed    wrong key, username or password (deliberately generic)
         ├── ProtocolError           the peer broke the wire protocol (bad frame, failed MAC, ...)
-        ├── RequestTimeout          no reply within the deadline
+        ├── RequestTimeout          no reply within the deadline (``not_executed``: surely not run)
+        │   └── DeadlineExceeded        the deadline passed before the request started: not run
         ├── ServiceBusy             the service's connection or queue limits turned us away
         └── RemoteError             the handler raised; carries the remote type and message
             ├── RemoteCapacityTimeout       ... a CapacityTimeout (also one itself)
@@ -39,6 +40,7 @@ __all__ = [
     "ConfigurationError",
     "ConnectFailed",
     "ConnectionLost",
+    "DeadlineExceeded",
     "DiscoveryError",
     "DuplicateServiceError",
     "EntryLoadError",
@@ -156,8 +158,25 @@ class ProtocolError(TransportError):
 
 
 class RequestTimeout(TransportError):
-    """No reply arrived within the deadline (the client's ``timeout`` or the service's
-    ``request_timeout``)."""
+    """No reply arrived within the deadline (the client's ``timeout`` or ``appd.deadline``
+    scope, or the service's ``request_timeout``).
+
+    :ivar not_executed: True when the request surely did not run (it was never sent, or the
+        service refused it unstarted); False when it may have run.
+    """
+
+    def __init__(self, message: str = "", *, not_executed: bool = False) -> None:
+        super().__init__(message)
+        self.not_executed = not_executed
+
+
+class DeadlineExceeded(RequestTimeout):
+    """The call's deadline passed before its request started: the service did not run it (it
+    waited behind ``concurrency``, a capacity lease or a pool for too long, or arrived late), or
+    the client never sent it.  Always ``not_executed``; safe to retry with a fresh deadline."""
+
+    def __init__(self, message: str = "", *, not_executed: bool = True) -> None:
+        super().__init__(message, not_executed=not_executed)
 
 
 class ServiceBusy(TransportError):

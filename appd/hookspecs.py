@@ -236,7 +236,9 @@ def appd_request(service: Service, request: Request) -> RequestReply | None:
     yields) or answers a request itself by returning a result first.
 
     :param service: the service instance handling the request.
-    :param request: the decoded request (its command, arguments and keyword arguments).
+    :param request: the decoded request (its command, arguments and keyword arguments, and
+        its call's ``deadline`` and ``request_id``; the hook runs inside that scope, so
+        :func:`appd.time_remaining` and :func:`appd.current_request_id` say the same).
     :returns: ``(res_args, res_kwargs)``, or ``None`` to leave the request to the next
         implementation.
     """

@@ -23,6 +23,8 @@ from typing import IO, Any, Literal
 
 import structlog
 
+from appd.scope import current_request_id
+
 __all__ = ["StdioRecords", "configure_logging", "current_role", "get_logger", "set_log_fields"]
 
 #: The role of this process: "main", "guardian", "executor", or a worker's or service's name.
@@ -48,6 +50,10 @@ def _add_role_and_pid(
     event_dict.setdefault("pid", os.getpid())
     for key, value in _fields.items():
         event_dict.setdefault(key, value)
+    # Written while a request is handled (or inside an ``appd.request_id`` scope): its id.
+    rid = current_request_id()
+    if rid is not None:
+        event_dict.setdefault("request_id", rid)
     return event_dict
 
 

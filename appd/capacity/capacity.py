@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import threading
 import time
 from collections.abc import Mapping
@@ -26,7 +27,8 @@ from types import TracebackType
 from appd.capacity.backend import Backend, CapacityStatus, new_holder_id
 from appd.capacity.lease import Lease, Renewer
 from appd.config import CapacityConfig
-from appd.errors import CapacityError, CapacityTimeout, ConfigurationError
+from appd.errors import CapacityError, CapacityTimeout, ConfigurationError, DeadlineExceeded
+from appd.scope import current_deadline
 
 __all__ = ["Acquire", "Capacities", "Capacity", "open_backend"]
 
@@ -78,10 +80,17 @@ class Capacity:
         """Wait for a slot and return its lease; the caller releases it (``lease.release()``).
 
         :raises CapacityTimeout: no slot came free within ``timeout`` seconds.
+        :raises DeadlineExceeded: the call's deadline (the request being handled, or an
+            ``appd.deadline`` scope) came first: the wait stops then, not at ``timeout``.
         :raises CapacityUnavailable: the backend cannot be reached.
         """
         wait = self.config.acquire_timeout if timeout is None else max(0.0, float(timeout))
         deadline = time.monotonic() + wait
+        # Inside a request (or an ``appd.deadline`` scope): never wait past the caller.
+        call_deadline = current_deadline()
+        cut_short = call_deadline is not None and call_deadline < deadline
+        if cut_short:
+            deadline = call_deadline  # type: ignore[assignment]
         holder = new_holder_id()
         attempt = 0
         try:
@@ -95,6 +104,11 @@ class Capacity:
                         self.name, grant, self.backend, self._renewer, valid_until=valid_until
                     )
                 remaining = deadline - time.monotonic()
+                if remaining <= 0 and cut_short:
+                    raise DeadlineExceeded(
+                        f"capacity {self.name!r}: the call's deadline passed while it waited "
+                        f"for a slot (all {self.limit} are held); it was not executed"
+                    )
                 if remaining <= 0:
                     raise CapacityTimeout(
                         f"capacity {self.name!r}: no slot came free within {wait:g} s "
@@ -157,8 +171,10 @@ class Acquire:
             else:
                 _settle_soon(loop, future, lease, None)
 
+        context = contextvars.copy_context()  # the task's deadline bounds the wait
         threading.Thread(
-            target=acquire, name=f"appd-capacity-{self.capacity.name}-acquire", daemon=True
+            target=context.run, args=(acquire,),
+            name=f"appd-capacity-{self.capacity.name}-acquire", daemon=True,
         ).start()
         self.lease = await future  # cancelling the task cancels the future: see _settle
         return self.lease

@@ -238,8 +238,9 @@ class SecureSocketAppService(AppServiceBase):
 
     def server_load(self) -> ServerLoad | None:
         """While :meth:`serve` runs, in this process: handlers running, requests waiting for a
-        slot, and requests refused busy by command (``None`` when not serving).  Metrics
-        plugins sample it; busy refusals never reach ``appd_request``."""
+        slot, requests refused busy and requests not run because their deadline passed, by
+        command (``None`` when not serving).  Metrics plugins sample it; busy refusals and
+        expired requests never reach ``appd_request``."""
         server = self._server
         return None if server is None else server.load()
 

@@ -13,17 +13,23 @@ import time
 from types import TracebackType
 from typing import Any
 
-from appd.errors import ProtocolError
+from appd.errors import ConnectFailed, ProtocolError
 from appd.transport.client import (
     HANDSHAKE_ATTEMPTS,
     RECV_SIZE,
     ClientBase,
+    _Call,
     closed_during_handshake,
     single_result,
 )
 from appd.transport.protocol import FrameDecoder, Reply, Session, decode_reply
 
 __all__ = ["AsyncSecureSocketAppClient"]
+
+
+def _loop_time(at: float) -> float:
+    """A :func:`time.monotonic` deadline on the running loop's clock."""
+    return asyncio.get_running_loop().time() + (at - time.monotonic())
 
 
 class _AsyncConnection:
@@ -105,43 +111,67 @@ class AsyncSecureSocketAppClient(ClientBase):
     ]:
         """Send a request and wait for ``(res_args, res_kwargs)`` (errors as the blocking
         client raises them)."""
-        request_id, payload = self._encode(reqcmd, args, kwargs)
+        call = self._start(reqcmd)
         if self._pid != os.getpid():
             self._conn, self._lock, self._pid = None, None, os.getpid()
         if self._lock is None:
             self._lock = asyncio.Lock()
-        async with self._lock:
+        lock = self._lock
+        if lock.locked() and call.scope_at is not None:
+            try:  # another task's call is in progress: wait, up to the scope's deadline
+                async with asyncio.timeout_at(_loop_time(call.scope_at)):
+                    await lock.acquire()
+            except TimeoutError:
+                raise self._expired_unsent(call) from None
+        else:
+            await lock.acquire()
+        try:
             for attempt in range(2):
-                reply = await self._exchange(payload, reqcmd, last=attempt == 1)
+                reply = await self._exchange(call, args, kwargs, last=attempt == 1)
                 if reply is not None:
-                    return self._result(reply, request_id, reqcmd)
+                    return self._result(reply, call.id, reqcmd)
+        finally:
+            lock.release()
         raise self._kept_closing()
 
-    async def _exchange(self, payload: bytes, reqcmd: str, last: bool) -> Reply | None:
+    async def _exchange(
+        self, call: _Call, args: tuple[Any, ...], kwargs: dict[str, Any], last: bool
+    ) -> Reply | None:
         conn = self._conn
         if conn is not None and conn.reader.at_eof():
             self._drop()
             conn = None
         if conn is None:
-            conn = self._conn = await self._connect()
+            scope_at = call.scope_at
+            if scope_at is not None and scope_at < time.monotonic() + self.connect_timeout:
+                try:
+                    async with asyncio.timeout_at(_loop_time(scope_at)):
+                        conn = await self._connect()
+                except (TimeoutError, ConnectFailed):
+                    if time.monotonic() >= scope_at:
+                        raise self._expired_unsent(call) from None
+                    raise
+            else:
+                conn = await self._connect()
+            self._conn = conn
         assert conn.session is not None
         try:
-            conn.writer.write(conn.session.seal_frame(payload))
+            conn.writer.write(conn.session.seal_frame(self._encode(call, args, kwargs)))
             await conn.writer.drain()
         except OSError:
             self._drop()
             if last:
-                raise self._not_sent(reqcmd) from None
+                raise self._not_sent(call.cmd) from None
             return None
         try:
-            async with asyncio.timeout(self.timeout):
+            async with asyncio.timeout_at(_loop_time(call.at)):
                 reply = decode_reply(conn.session.open(await conn.read_frame()))
         except TimeoutError:
             self._drop()
-            raise self._timed_out(reqcmd) from None
+            raise self._timed_out(call) from None
         except (EOFError, OSError):
             self._drop()
-            raise self._lost(reqcmd) from None
+            raise self._lost(call.cmd) from None
         except (ProtocolError, asyncio.CancelledError):
             self._drop()  # a cancelled call leaves a reply in flight: never reuse the stream
             raise

@@ -24,11 +24,13 @@ from appd.errors import (
     ConfigurationError,
     ConnectFailed,
     ConnectionLost,
+    DeadlineExceeded,
     ProtocolError,
     RequestTimeout,
     ServiceBusy,
     remote_error,
 )
+from appd.scope import current_scope, new_request_id
 from appd.transport.crypto import key_bytes
 from appd.transport.listen import format_address
 from appd.transport.protocol import (
@@ -126,16 +128,38 @@ class ClientBase:
     def _new_handshake(self) -> ClientHandshake:
         return ClientHandshake(self._psk, self.username, self._password)
 
-    def _encode(self, reqcmd: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[
-        int, bytes
-    ]:
+    def _start(self, reqcmd: str) -> _Call:
+        """A new call: its request id, the enclosing ``appd.deadline`` scope's deadline and
+        the request id string (the scope's, else a new one)."""
         if not isinstance(reqcmd, str):
             raise TypeError(f"the command must be a str, not {type(reqcmd).__name__}")
-        request_id = next(self._ids)
+        scope_at, rid = current_scope()
+        return _Call(next(self._ids), reqcmd, scope_at, rid or new_request_id())
+
+    def _encode(self, call: _Call, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+        """The request body, sent now: its deadline is the earlier of ``timeout`` from now
+        (connecting does not count against ``timeout``: ``connect_timeout`` bounds it) and the
+        scope's.  It carries the time left (less a margin for the reply's way back, so that a
+        service's ``DeadlineExceeded`` reaches the caller before its own timeout fires) and
+        the request id."""
+        now = time.monotonic()
+        call.set_deadline(now, self.timeout)
+        left = call.at - now
+        if left <= 0.0:
+            raise self._expired_unsent(call)
+        within = left - min(REPLY_MARGIN, left * REPLY_MARGIN_SHARE)
         try:
-            return request_id, encode_request(request_id, reqcmd, args, kwargs)
+            return encode_request(call.id, call.cmd, args, kwargs, within, call.rid)
         except (TypeError, ValueError, OverflowError) as exc:
-            raise TypeError(f"the arguments of {reqcmd!r} cannot be serialized: {exc}") from None
+            raise TypeError(
+                f"the arguments of {call.cmd!r} cannot be serialized: {exc}"
+            ) from None
+
+    def _expired_unsent(self, call: _Call) -> DeadlineExceeded:
+        return DeadlineExceeded(
+            f"the deadline of {call.cmd!r} to {self.address} passed before it was sent; "
+            "it was not executed"
+        )
 
     def _not_sent(self, reqcmd: str) -> ConnectionLost:
         return ConnectionLost(
@@ -148,9 +172,11 @@ class ClientBase:
             "it may or may not have run"
         )
 
-    def _timed_out(self, reqcmd: str) -> RequestTimeout:
+    def _timed_out(self, call: _Call) -> RequestTimeout:
+        within = f"its deadline ({call.budget:.3g} s)" if call.scoped else f"{self.timeout:g} s"
         return RequestTimeout(
-            f"no reply to {reqcmd!r} from {self.address} within {self.timeout} s"
+            f"no reply to {call.cmd!r} from {self.address} within {within}; it may have run",
+            not_executed=False,
         )
 
     def _connect_failed(self, exc: OSError) -> ConnectFailed:
@@ -179,13 +205,55 @@ class ClientBase:
             return reply.args, reply.kwargs
         if reply.error_code == "busy":
             raise ServiceBusy(f"{self.address}: {reply.error_message}")
+        if reply.error_code == "deadline":
+            raise DeadlineExceeded(f"{self.address}: {reply.error_message}")
         if reply.error_code == "timeout":
-            raise RequestTimeout(f"{self.address}: {reply.error_message}")
+            raise RequestTimeout(f"{self.address}: {reply.error_message}; it may have run")
         raise remote_error(
             reply.error_type,
             reply.error_message,
             context=f"request {reqcmd!r} to {self.address}",
         )
+
+
+class _Call:
+    """One call in progress."""
+
+    __slots__ = ("at", "budget", "cmd", "id", "rid", "scope_at", "scoped")
+
+    def __init__(self, call_id: int, cmd: str, scope_at: float | None, rid: str) -> None:
+        self.id = call_id
+        self.cmd = cmd
+        #: The enclosing ``appd.deadline`` scope's deadline (None: none).
+        self.scope_at = scope_at
+        self.rid = rid
+        #: When the caller stops waiting for the reply (:func:`time.monotonic`), once sent.
+        self.at = scope_at if scope_at is not None else float("inf")
+        #: Seconds it had when it was sent.
+        self.budget = 0.0
+        #: True when the scope, not ``timeout``, set :attr:`at`.
+        self.scoped = scope_at is not None
+
+    def set_deadline(self, now: float, timeout: float) -> None:
+        """Sending now: the deadline is ``timeout`` from now, or the scope's if earlier."""
+        at = now + timeout
+        scope_at = self.scope_at
+        self.scoped = scope_at is not None and scope_at < at
+        if self.scoped:
+            at = scope_at  # type: ignore[assignment]
+        self.at = at
+        self.budget = at - now
+
+
+def _wait_for(at: float | None) -> float:
+    """Seconds until ``at`` (-1: wait without limit, as ``Lock.acquire`` takes it)."""
+    return -1.0 if at is None else max(0.0, at - time.monotonic())
+
+
+#: At most this many seconds of a call's time left are kept back for the reply's way back.
+REPLY_MARGIN = 0.05
+#: ... and at most this share of it.
+REPLY_MARGIN_SHARE = 0.1
 
 
 def single_result(reqcmd: str, res_args: list[Any], res_kwargs: dict[str, Any]) -> Any:
@@ -208,12 +276,17 @@ class _Connection:
         self.poller = select.poll()
         self.poller.register(sock, select.POLLIN)
 
-    def read_frame(self, deadline: float) -> bytes:
-        """The next frame body; TimeoutError past ``deadline``, EOFError if the peer closed."""
+    def read_frame(self, deadline: float, poll: bool = False) -> bytes:
+        """The next frame body; TimeoutError past ``deadline``, EOFError if the peer closed.
+        ``poll``: the deadline comes before the socket's receive timeout would fire, so wait
+        for data with ``poll`` up to it first."""
         decoder = self.decoder
         body = decoder.next_frame()
         while body is None:
-            if time.monotonic() >= deadline:
+            left = deadline - time.monotonic()
+            if left <= 0.0:
+                raise TimeoutError
+            if poll and not self.poller.poll(left * 1000.0 + 1.0):
                 raise TimeoutError
             try:
                 data = self.sock.recv(RECV_SIZE)
@@ -259,15 +332,14 @@ def _connect_unix(path: str, timeout: float) -> socket.socket:
             raise
 
 
-def _open_socket(client: ClientBase) -> socket.socket:
+def _open_socket(client: ClientBase, timeout: float | None = None) -> socket.socket:
+    timeout = client.connect_timeout if timeout is None else timeout
     try:
         if client.path:
-            sock = _connect_unix(client.path, client.connect_timeout)
+            sock = _connect_unix(client.path, timeout)
         else:
             assert client.host is not None and client.port is not None
-            sock = socket.create_connection(
-                (client.host, client.port), timeout=client.connect_timeout
-            )
+            sock = socket.create_connection((client.host, client.port), timeout=timeout)
             set_nodelay(sock)
     except OSError as exc:
         raise client._connect_failed(exc) from None
@@ -302,11 +374,22 @@ class SecureSocketAppClient(ClientBase):
             self._conn = None
         self._pid = os.getpid()
 
-    def _connect(self) -> _Connection:
+    def _connect(self, call: _Call | None = None) -> _Connection:
         """A new authenticated connection; one the service closes during the handshake is
         tried again on a fresh connection (the request was not sent yet), within
-        ``connect_timeout``."""
+        ``connect_timeout`` (and before ``call``'s deadline: past it, the call is
+        :class:`~appd.errors.DeadlineExceeded`, not sent)."""
         deadline = time.monotonic() + self.connect_timeout
+        if call is not None and call.scope_at is not None and call.scope_at < deadline:
+            try:
+                return self._connect_within(call.scope_at)
+            except ConnectFailed:
+                if time.monotonic() >= call.scope_at:
+                    raise self._expired_unsent(call) from None
+                raise
+        return self._connect_within(deadline)
+
+    def _connect_within(self, deadline: float) -> _Connection:
         for attempt in range(1, HANDSHAKE_ATTEMPTS + 1):
             try:
                 return self._connect_once(deadline)
@@ -316,7 +399,7 @@ class SecureSocketAppClient(ClientBase):
         raise AssertionError("unreachable")
 
     def _connect_once(self, deadline: float) -> _Connection:
-        sock = _open_socket(self)
+        sock = _open_socket(self, max(0.001, deadline - time.monotonic()))
         conn = _Connection(sock, _pending_session(), self.max_frame_size)
         handshake = self._new_handshake()
         try:
@@ -342,41 +425,48 @@ class SecureSocketAppClient(ClientBase):
         Raises :class:`~appd.errors.RemoteError` when the handler raised, and the other
         :class:`~appd.errors.TransportError` subclasses when the call itself failed.
         """
-        request_id, payload = self._encode(reqcmd, args, kwargs)
+        call = self._start(reqcmd)
         if self._pid != os.getpid():
             self._forget_parent_connection()
-        with self._lock:
+        lock = self._lock
+        # Another thread's call in progress: wait for it, up to this call's scope deadline.
+        if not lock.acquire(False) and not lock.acquire(True, _wait_for(call.scope_at)):
+            raise self._expired_unsent(call)
+        try:
             for attempt in range(2):
-                reply = self._exchange(payload, request_id, reqcmd, last=attempt == 1)
+                reply = self._exchange(call, args, kwargs, last=attempt == 1)
                 if reply is not None:
-                    return self._result(reply, request_id, reqcmd)
+                    return self._result(reply, call.id, reqcmd)
+        finally:
+            lock.release()
         raise self._kept_closing()
 
-    def _exchange(self, payload: bytes, request_id: int, reqcmd: str, last: bool) -> Reply | None:
+    def _exchange(
+        self, call: _Call, args: tuple[Any, ...], kwargs: dict[str, Any], last: bool
+    ) -> Reply | None:
         """One attempt; None when the request provably did not reach a handler (retry)."""
         conn = self._conn
         if conn is not None and conn.peer_closed():
             self._drop()
             conn = None
         if conn is None:
-            conn = self._conn = self._connect()
-        deadline = time.monotonic() + self.timeout
-        frame = conn.session.seal_frame(payload)
+            conn = self._conn = self._connect(call)
+        frame = conn.session.seal_frame(self._encode(call, args, kwargs))
         try:
             conn.sock.sendall(frame)
         except OSError:
             self._drop()  # an incomplete frame is never processed: safe to try again
             if last:
-                raise self._not_sent(reqcmd) from None
+                raise self._not_sent(call.cmd) from None
             return None
         try:
-            reply = decode_reply(conn.session.open(conn.read_frame(deadline)))
+            reply = decode_reply(conn.session.open(conn.read_frame(call.at, call.scoped)))
         except TimeoutError:
             self._drop()
-            raise self._timed_out(reqcmd) from None
+            raise self._timed_out(call) from None
         except (EOFError, OSError):
             self._drop()
-            raise self._lost(reqcmd) from None
+            raise self._lost(call.cmd) from None
         except ProtocolError:
             self._drop()
             raise

@@ -7,11 +7,12 @@ that thread may run its handler now, may wait in the queue, or must answer "serv
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from appd.errors import ServiceBusy
+from appd.errors import DeadlineExceeded, ServiceBusy
 
 __all__ = ["Limiter", "ServerLoad", "Watchdog"]
 
@@ -26,6 +27,9 @@ class ServerLoad:
     waiting: int
     #: Requests refused with ``ServiceBusy`` since the server started, by command name.
     refused: Mapping[str, int]
+    #: Requests not run because their deadline passed first (on arrival, in the queue, or
+    #: while their client had gone) since the server started, by command name.
+    expired: Mapping[str, int] = field(default_factory=dict)
 
 
 class Limiter:
@@ -49,38 +53,85 @@ class Limiter:
         self.waiting = 0
         #: Requests refused busy, by the label :meth:`acquire` was given (the command name).
         self.refused: Counter[str] = Counter()
+        #: Requests not run because their deadline passed, by label (see :meth:`expire`).
+        self.expired: Counter[str] = Counter()
 
-    def acquire(self, label: str = "") -> None:
+    def acquire(
+        self,
+        label: str = "",
+        deadline: float | None = None,
+        before_wait: Callable[[], None] | None = None,
+    ) -> bool:
         """Take a slot, waiting in the queue if allowed; :class:`ServiceBusy` otherwise.
+        True when the request had to wait for its slot.
 
         :param label: what a refusal is counted under in :attr:`refused` (the command name).
+        :param deadline: when the caller stops waiting (:func:`time.monotonic`); a request
+            still queued then gets :class:`~appd.errors.DeadlineExceeded` (counted in
+            :attr:`expired`) instead of waiting on to ``queue_timeout``.
+        :param before_wait: called (with no lock held) when the request is about to wait.
         """
+        if before_wait is not None:
+            with self._lock:
+                free = self.running < self._slots
+                if free:
+                    self.running += 1
+                    return False
+            before_wait()
         with self._lock:
             if self.running < self._slots:
                 self.running += 1
-                return
+                return False
             if self.waiting >= self._max_queue:
                 self.refused[label] += 1
                 raise ServiceBusy(
                     f"all {self._slots} handler slots are busy and the queue is full "
                     f"(max_queue = {self._max_queue})"
                 )
+            wait = self._queue_timeout
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if wait is None or left < wait:
+                    wait = max(0.0, left)
             self.waiting += 1
             try:
-                got = self._cond.wait_for(lambda: self.running < self._slots, self._queue_timeout)
+                got = self._cond.wait_for(lambda: self.running < self._slots, wait)
             finally:
                 self.waiting -= 1
             if not got:
+                if deadline is not None and time.monotonic() >= deadline:
+                    self.expired[label] += 1
+                    raise DeadlineExceeded(
+                        "the deadline passed while the request waited for a handler slot; "
+                        "it was not executed"
+                    )
                 self.refused[label] += 1
                 raise ServiceBusy(
                     f"no handler slot became free within queue_timeout ({self._queue_timeout} s)"
                 )
             self.running += 1
+            return True
+
+    def expire(self, label: str = "") -> None:
+        """Count a request not run because its deadline passed (outside the queue)."""
+        with self._lock:
+            self.expired[label] += 1
+
+    def cancel(self, label: str = "") -> None:
+        """Give back a slot whose request will not run after all (its deadline passed or its
+        client left while it waited): counted in :attr:`expired`, not as served."""
+        with self._lock:
+            self.running -= 1
+            self.expired[label] += 1
+            if self.waiting:
+                self._cond.notify()
 
     def load(self) -> ServerLoad:
         """A consistent snapshot of the running, waiting and refused counts."""
         with self._lock:
-            return ServerLoad(self.running, self.waiting, dict(self.refused))
+            return ServerLoad(
+                self.running, self.waiting, dict(self.refused), dict(self.expired)
+            )
 
     def release(self) -> None:
         """Give a slot back (and count the request as served)."""

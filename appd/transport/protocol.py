@@ -59,8 +59,10 @@ __all__ = [
     "Session",
     "decode_reply",
     "decode_request",
+    "decode_scoped_request",
     "max_objects",
     "encode_bye",
+    "encode_deadline",
     "encode_error",
     "encode_frame",
     "encode_reply",
@@ -479,16 +481,46 @@ class Reply(NamedTuple):
 
 
 def encode_request(
-    request_id: int, cmd: str, args: tuple[Any, ...] | list[Any], kwargs: Mapping[str, Any]
+    request_id: int,
+    cmd: str,
+    args: tuple[Any, ...] | list[Any],
+    kwargs: Mapping[str, Any],
+    within: float | None = None,
+    rid: str | None = None,
 ) -> bytes:
-    """A request body; TypeError if an argument cannot be serialized."""
-    return pack({"id": request_id, "cmd": cmd, "args": args, "kwargs": kwargs})
+    """A request body; TypeError if an argument cannot be serialized.
+
+    :param within: seconds the caller still waits for the reply (the ``"dl"`` field), if any.
+    :param rid: the request id (the ``"rid"`` field), if any.
+    """
+    msg: dict[str, Any] = {"id": request_id, "cmd": cmd, "args": args, "kwargs": kwargs}
+    if within is not None:
+        msg["dl"] = within
+    if rid is not None:
+        msg["rid"] = rid
+    return pack(msg)
+
+
+#: The longest time left a request may announce (about 115 days); more means "no deadline".
+MAX_WITHIN: Final = 1e7
+#: Longest request id kept (longer ones are cut).
+MAX_RID: Final = 128
+
+#: A decoded request with its scope: ``(id, cmd, args, kwargs, within, rid)``.
+ScopedRequestBody = tuple[int, str, list[Any], dict[str, Any], float | None, str | None]
 
 
 def decode_request(plaintext: bytes, limit: int = _MIN_OBJECT_BUDGET) -> RequestBody:
     """The request in a body, as ``(id, cmd, args, kwargs)``; :class:`BadRequest` when it is
-    malformed or decodes to more than ``limit`` objects (see :func:`max_objects`).  (msgpack
-    yields exact built-in types, so exact type checks suffice.)"""
+    malformed or decodes to more than ``limit`` objects (see :func:`max_objects`)."""
+    request_id, cmd, args, kwargs, _, _ = decode_scoped_request(plaintext, limit)
+    return request_id, cmd, args, kwargs
+
+
+def decode_scoped_request(plaintext: bytes, limit: int = _MIN_OBJECT_BUDGET) -> ScopedRequestBody:
+    """:func:`decode_request`, plus the seconds the caller still waits (``"dl"``; None when
+    absent: an older client, or no deadline) and the request id (``"rid"``; None when absent).
+    (msgpack yields exact built-in types, so exact type checks suffice.)"""
     try:
         msg = unpack(plaintext, limit)
     except ProtocolError as exc:
@@ -505,7 +537,20 @@ def decode_request(plaintext: bytes, limit: int = _MIN_OBJECT_BUDGET) -> Request
         raise BadRequest("request args is not a list", request_id)
     if type(kwargs) is not dict or (kwargs and not all(type(k) is str for k in kwargs)):
         raise BadRequest("request kwargs is not a map of names", request_id)
-    return request_id, cmd, args, kwargs
+    within = msg.get("dl")
+    if within is not None:
+        if type(within) is not float and type(within) is not int:
+            raise BadRequest("request dl is not a number of seconds", request_id)
+        if within != within:
+            raise BadRequest("request dl is not a number of seconds", request_id)
+        within = None if within > MAX_WITHIN else float(max(within, 0))
+    rid = msg.get("rid")
+    if rid is not None:
+        if type(rid) is not str:
+            raise BadRequest("request rid is not a string", request_id)
+        if len(rid) > MAX_RID:
+            rid = rid[:MAX_RID]
+    return request_id, cmd, args, kwargs, within, rid
 
 
 def encode_reply(request_id: int, args: list[Any], kwargs: Mapping[str, Any]) -> bytes:
@@ -522,6 +567,12 @@ def encode_error(request_id: int | None, code: str, error_type: str, message: st
             "error": {"code": code, "type": error_type, "message": message},
         }
     )
+
+
+def encode_deadline(request_id: int, message: str) -> bytes:
+    """The error reply for a request whose deadline passed before it started (code
+    ``deadline``): it did not run."""
+    return encode_error(request_id, "deadline", "DeadlineExceeded", message)
 
 
 def encode_bye(reason: str) -> bytes:

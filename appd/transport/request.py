@@ -9,6 +9,7 @@ its business.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -32,6 +33,18 @@ class Request:
     username: str
     #: The client's address: ``host:port``, or ``unix`` for a Unix socket.
     peer: str
+    #: When the caller stops waiting, as a :func:`time.monotonic` time of this process (the
+    #: time left it sent, counted from the request's arrival); None: no deadline was sent.
+    deadline: float | None = None
+    #: The id the caller sent (its ``appd.request_id`` scope, or one it generated); None when
+    #: an older client sent none.  Log records written while the request is handled carry it.
+    request_id: str | None = None
+
+    def time_remaining(self) -> float | None:
+        """Seconds left before :attr:`deadline` (never negative); None without a deadline."""
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - time.monotonic())
 
 
 class RequestHandler(Protocol):

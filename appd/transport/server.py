@@ -29,8 +29,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from appd.errors import ProtocolError, RequestTimeout, ServiceBusy
+from appd.errors import DeadlineExceeded, ProtocolError, RequestTimeout, ServiceBusy
 from appd.logging import get_logger
+from appd.scope import enter_scope, leave_scope
 from appd.transport.errorlog import HandlerErrorLog, clip
 from appd.transport.heap import TRIM_AFTER, trim_heap
 from appd.transport.limits import Limiter, ServerLoad, Watchdog
@@ -41,8 +42,9 @@ from appd.transport.protocol import (
     ServerHandshake,
     Session,
     UnsupportedVersion,
-    decode_request,
+    decode_scoped_request,
     encode_bye,
+    encode_deadline,
     encode_error,
     encode_reply,
     max_objects,
@@ -698,7 +700,9 @@ class _Connection:
     def _serve_body(self, body: bytes) -> None:
         plaintext = self.open(body)  # raises before anything runs if it fails
         try:
-            request_id, cmd, args, kwargs = decode_request(plaintext, self.object_limit)
+            request_id, cmd, args, kwargs, within, rid = decode_scoped_request(
+                plaintext, self.object_limit
+            )
         except BadRequest as exc:
             del plaintext
             if len(body) >= TRIM_AFTER:  # give a refused bomb's memory back before answering
@@ -707,20 +711,33 @@ class _Connection:
             if exc.request_id is None:  # not a request at all: answered, then closed
                 raise ProtocolError(str(exc)) from None
             return
-        request = Request(request_id, cmd, args, kwargs, self.username, self.peer)
         limiter = self.limiter
+        expires = None if within is None else self._arrived() + within
+        request = Request(request_id, cmd, args, kwargs, self.username, self.peer, expires, rid)
+        if within is not None and within <= 0.0:
+            limiter.expire(cmd)
+            self._send(encode_deadline(request_id, "the deadline had passed when the request "
+                                                   "arrived; it was not executed"))
+            return
         try:
-            limiter.acquire(cmd)
+            waited = limiter.acquire(cmd, expires, self.hand_off)
         except ServiceBusy as exc:
             self._send(encode_error(request_id, "busy", "ServiceBusy", str(exc)))
+            return
+        except DeadlineExceeded as exc:
+            self._send(encode_deadline(request_id, str(exc)))
+            return
+        if waited and self._gave_up(request, expires):
             return
         if self.timeout:
             self.request = request
             self.deadline = time.monotonic() + self.timeout
         reply = b""
+        token = enter_scope(expires, rid)
         try:
             reply = self._run_handler(request)
         finally:
+            leave_scope(token)
             with self.send_lock:
                 owned = not self.abandoned
                 self.deadline = 0.0
@@ -728,6 +745,47 @@ class _Connection:
                     limiter.release()
                     if reply and not self.closed:  # no reply was built: the connection closes
                         self._write(self.seal_frame(reply))
+
+    def _arrived(self) -> float:
+        """When the request being read arrived, as far as this process can tell: now, for a
+        thread of its own that was waiting for it; for the serving loop, the earliest it may
+        have arrived while the loop's thread was busy with others (never before this
+        connection's previous reply was sent)."""
+        if self.loop is None:
+            return time.monotonic()
+        arrived = self.loop.arrived
+        return arrived if arrived > self.last_activity else self.last_activity
+
+    def hand_off(self) -> None:
+        """About to wait for a handler slot: the serving loop (if this connection is served
+        by it) moves on to another thread, so other requests are read as they arrive."""
+        if self.loop is not None:
+            self.loop.hand_off(self)
+
+    def _gave_up(self, request: Request, expires: float | None) -> bool:
+        """After a wait in the queue: True (slot given back, nothing run) when the request's
+        deadline passed meanwhile, answered with ``DeadlineExceeded``, or when its client has
+        gone (closed its connection), so the slot goes to a request somebody still waits for."""
+        if expires is not None and time.monotonic() >= expires:
+            self.limiter.cancel(request.cmd)
+            self._send(encode_deadline(
+                request.id, "the deadline passed while the request waited for a handler slot; "
+                "it was not executed"))
+            return True
+        try:
+            gone = self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except (BlockingIOError, InterruptedError):
+            gone = False
+        except OSError:
+            gone = True
+        if gone:
+            self.limiter.cancel(request.cmd)
+            log.info(
+                "client gone before its queued request started; not running it",
+                service=self.server.settings.name, cmd=clip(request.cmd), peer=self.peer,
+            )
+            self.close()
+        return gone
 
     def _write(self, frame: bytes) -> None:
         """Write a whole frame within ``write_timeout`` (each send blocks at most that long, by
@@ -759,6 +817,9 @@ class _Connection:
     def _run_handler(self, request: Request) -> bytes:
         try:
             result = self.handler(request)
+        except DeadlineExceeded as exc:  # e.g. a capacity wait cut short by the deadline
+            self.limiter.expire(request.cmd)
+            return encode_deadline(request.id, str(exc))
         except RequestTimeout as exc:
             return encode_error(request.id, "timeout", "RequestTimeout", str(exc))
         except BaseException as exc:
@@ -816,7 +877,7 @@ class _Connection:
         log.error(
             "handler ran past request_timeout; abandoning it and closing the connection",
             service=self.server.settings.name, cmd=clip(request.cmd), peer=self.peer,
-            request_timeout=timeout,
+            request_timeout=timeout, request_id=request.request_id,
         )
         self.server.limiter.release()
         self.close()

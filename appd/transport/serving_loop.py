@@ -27,6 +27,8 @@ __all__ = ["HANDOFF_AFTER", "SWEEP_INTERVAL", "LoopConnection", "ServingLoop"]
 HANDOFF_AFTER = 0.05
 #: How often the loop looks for idle connections and for shutdown.
 SWEEP_INTERVAL = 0.25
+#: A poll that returns sooner than this found its events ready when it was called.
+READY_AT_ONCE = 0.0005
 
 
 class LoopConnection(Protocol):
@@ -61,6 +63,10 @@ class ServingLoop:
         self._busy_since = 0.0
         self._stopped = False
         self._thread: threading.Thread | None = None
+        #: The earliest time the requests now being read may have arrived (monotonic): their
+        #: deadlines count from it (see :meth:`_run`).
+        self.arrived = time.monotonic()
+        self._returned = self.arrived
 
     def add(self, conn: LoopConnection) -> None:
         """Serve ``conn`` from the loop (starts the loop's thread on first use)."""
@@ -97,6 +103,18 @@ class ServingLoop:
             self.remove(conn)
             self._spawn()
 
+    def hand_off(self, conn: LoopConnection) -> None:
+        """Called by the loop's thread serving ``conn`` when its request is about to wait (for
+        a handler slot): the loop goes to a fresh thread now rather than after
+        :data:`HANDOFF_AFTER`, so the other connections' requests are read (and their
+        deadlines counted) as they arrive, not one hand-off after another."""
+        with self._lock:
+            if self._current is not conn or self._stopped:
+                return
+            self._current, self._busy_since = None, 0.0
+            self.remove(conn)
+            self._spawn()
+
     def stop(self) -> None:
         """End the loop (its thread leaves within :data:`SWEEP_INTERVAL`)."""
         with self._lock:
@@ -109,7 +127,9 @@ class ServingLoop:
         self._epoll.close()
 
     def _spawn(self) -> None:
-        # Called with the lock held.
+        # Called with the lock held.  The events of the batch the old thread was reading are
+        # read again by the new one: they arrived no earlier than that batch's estimate.
+        self._returned = self.arrived
         self._generation += 1
         self._thread = threading.Thread(
             target=self._run, args=(self._generation,), name="appd-serve", daemon=True
@@ -119,8 +139,18 @@ class ServingLoop:
     def _run(self, generation: int) -> None:
         poll, conns, monotonic = self._epoll.poll, self._conns, time.monotonic
         next_sweep = monotonic() + SWEEP_INTERVAL
+        returned = self._returned  # a thread taking the loop over goes on from the last poll
         while not self._stopped:
-            for fd, _ in poll(SWEEP_INTERVAL):
+            called = monotonic()
+            events = poll(SWEEP_INTERVAL)
+            # When did what this poll reports arrive?  If the poll had to wait, about now; if
+            # it was ready at once, at some point since the previous poll returned (while this
+            # thread was busy): that earlier time, so that no request's deadline is counted
+            # from later than it really arrived.
+            previous, returned = returned, monotonic()
+            self._returned = returned
+            self.arrived = returned if returned - called > READY_AT_ONCE else previous
+            for fd, _ in events:
                 conn = conns.get(fd)
                 if conn is None:
                     continue

@@ -50,6 +50,14 @@ class DeviceService(SecureSocketAppService):
     @command
     def boom(self):
         raise ValueError("the device said no")
+
+    @command
+    def scope(self, note=""):
+        import appd
+
+        if note:
+            appd.get_logger("devices").info(note)
+        return [appd.time_remaining(), appd.current_request_id()]
 """
 
 #: Appended to the generated settings.py.

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
 import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from appd import SecureSocketAppService, command
+import appd
+from appd import SecureSocketAppService, command, configure_logging, get_logger
+from appd.capacity import Capacity
+from appd.config import CapacityConfig
 from appd.runtime.quit import request_quit
 
 KEY = "0123456789abcdef-test-key"
@@ -29,6 +34,7 @@ class EchoService(SecureSocketAppService):
     def __init__(self) -> None:
         super().__init__()
         self.hits = 0
+        self._capacities: dict[str, Capacity] = {}
 
     @command
     def echo(self, *args: Any, **kwargs: Any) -> Any:
@@ -65,6 +71,42 @@ class EchoService(SecureSocketAppService):
         return "unknown"
 
     @command
+    def device(self, ledger: str, tag: str, seconds: float) -> str:
+        """Holds "the device" for ``seconds``; first appends ``tag start`` (monotonic) to
+        ``ledger``, so a test can compare when each handler started with its caller's deadline."""
+        fd = os.open(ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, f"{tag} {time.monotonic():.6f}\n".encode())
+        finally:
+            os.close(fd)
+        time.sleep(seconds)
+        return tag
+
+    @command
+    def scope(self) -> list[Any]:
+        """What a handler sees of its call: time left, request id (module level and on the
+        request are checked to agree by ``request_scope``)."""
+        return [appd.time_remaining(), appd.current_request_id()]
+
+    @command
+    def log_request(self, message: str) -> None:
+        get_logger("echo").warning(message)
+        logging.getLogger("echo.stdlib").warning(message + " (stdlib)")
+
+    @command
+    def leased(self, directory: str, seconds: float) -> str:
+        """Waits for the one slot of a local capacity in ``directory`` (acquire_timeout 10 s),
+        then holds it ``seconds``."""
+        capacity = self._capacities.get(directory)
+        if capacity is None:
+            capacity = Capacity(CapacityConfig(name="dev", limit=1, directory=Path(directory),
+                                               acquire_timeout=10.0))
+            self._capacities[directory] = capacity
+        with capacity.acquire():
+            time.sleep(seconds)
+        return "done"
+
+    @command
     async def async_echo(self, value: Any) -> Any:
         await asyncio.sleep(0.01)
         return value
@@ -72,12 +114,16 @@ class EchoService(SecureSocketAppService):
     def process_request(self, request: Any) -> tuple[list[Any], dict[str, Any]]:
         if request.cmd == "whoami":
             return [request.username, request.peer], {}
+        if request.cmd == "request_scope":
+            assert request.request_id == appd.current_request_id()
+            return [request.time_remaining(), request.request_id], {}
         return super().process_request(request)
 
 
 def main() -> None:
     address_file = Path(sys.argv[1])
     settings = json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
+    configure_logging("echo", renderer="json")
     signal.signal(signal.SIGTERM, lambda *_: request_quit())
     service = EchoService()
     service.apply_settings(settings)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import appd.capacity
 
-ALLOWED = ("appd.errors", "appd.logging", "appd.config", "appd.capacity")
+ALLOWED = ("appd.errors", "appd.scope", "appd.logging", "appd.config", "appd.capacity")
 
 
 def test_capacity_imports_only_lower_layers() -> None:

@@ -3,7 +3,8 @@
 At most ``size`` connections are ever open at once.  They are opened lazily, on first need,
 in the process that uses the pool (create the pool in the service's ``setup()``, after fork,
 never at import).  A thread that finds every connection in use waits for one to come back, for
-at most ``acquire_timeout`` seconds.  A connection the device closed (idle timeout, device
+at most ``acquire_timeout`` seconds, and never past its caller's deadline (inside a request,
+``appd.time_remaining()``): then it raises ``DeadlineExceeded`` and the command is not sent.  A connection the device closed (idle timeout, device
 restart) is noticed, dropped and replaced by a fresh one; the device's commands are idempotent,
 so a command cut off by a broken connection is sent once more on a fresh one.
 
@@ -29,7 +30,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Final
 
-from appd import CapacityUnavailable
+from appd import CapacityUnavailable, DeadlineExceeded, time_remaining
 from appd_power.errors import PduBusy, PduError, PduUnavailable, PoolTimeout
 
 if TYPE_CHECKING:
@@ -209,8 +210,16 @@ class PduPool:
         with self._using():
             return self._request(line)
 
+    def _wait_until(self) -> float:
+        """How long a request may wait for a connection: ``acquire_timeout``, cut to the time
+        its caller still waits (``appd.time_remaining()``: the deadline the web request's
+        client sent), so that no PDU session is spent on a call nobody waits for."""
+        left = time_remaining()
+        wait = self.acquire_timeout if left is None else min(left, self.acquire_timeout)
+        return time.monotonic() + wait
+
     def _request(self, line: str) -> str:
-        deadline = time.monotonic() + self.acquire_timeout
+        deadline = self._wait_until()
         for attempt in range(2):
             conn = self._acquire(deadline)
             try:
@@ -237,7 +246,7 @@ class PduPool:
             yield from self._connection()
 
     def _connection(self) -> Iterator[PduConnection]:
-        conn = self._acquire(time.monotonic() + self.acquire_timeout)
+        conn = self._acquire(self._wait_until())
         broken = True
         try:
             yield conn
@@ -355,6 +364,11 @@ class PduPool:
                 self._leasing = self.capacity is not None
                 return None
             remaining = deadline - time.monotonic()
+            if remaining <= 0 and time_remaining() == 0.0:
+                raise DeadlineExceeded(
+                    f"no PDU connection became free before the call's deadline ({self.size} in "
+                    "use); it was not executed"
+                )
             if remaining <= 0:
                 raise PoolTimeout(
                     f"no PDU connection became free within {self.acquire_timeout} s "

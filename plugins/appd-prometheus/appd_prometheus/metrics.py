@@ -1,4 +1,5 @@
-"""The metrics a service process records: requests by outcome, latency, load, busy refusals.
+"""The metrics a service process records: requests by outcome, latency, load, busy refusals
+and requests whose deadline passed before they started.
 
 Values live in prometheus-client's multiprocess files under this process's slot id
 (:mod:`appd_prometheus.slots`); the supervisor reads and merges them.  A request costs one
@@ -19,7 +20,7 @@ from prometheus_client import Counter, Gauge, Histogram, values
 __all__ = ["BUCKETS", "OUTCOMES", "LoadSampler", "ServiceLoad", "ServiceMetrics"]
 
 #: The ``outcome`` label of ``appd_requests_total``.
-OUTCOMES: Final = ("ok", "remote_error", "busy", "timeout")
+OUTCOMES: Final = ("ok", "remote_error", "busy", "timeout", "expired")
 
 #: Latency buckets (seconds): appd answers in tens of microseconds; handlers take what they take.
 BUCKETS: Final = (
@@ -34,6 +35,9 @@ class ServiceLoad(Protocol):
     running: int
     waiting: int
     refused: Mapping[str, int]
+    #: Requests not run because their deadline passed (appd >= the deadline release; absent
+    #: from older ones).
+    expired: Mapping[str, int]
 
 
 class ServiceMetrics:
@@ -62,6 +66,12 @@ class ServiceMetrics:
             "appd_busy_rejections", "Requests refused with ServiceBusy, by service and command.",
             ["service", "command"], registry=None,
         )
+        self.expired = Counter(
+            "appd_deadline_expired",
+            "Requests not run because their caller's deadline passed first, by service and "
+            "command.",
+            ["service", "command"], registry=None,
+        )
         self.in_flight = Gauge(
             "appd_requests_in_flight", "Handlers running now, by service.",
             ["service"], multiprocess_mode="livesum", registry=None,
@@ -74,6 +84,7 @@ class ServiceMetrics:
         self.queue_depth.set(0)
         self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._refused_seen: dict[str, int] = {}
+        self._expired_seen: dict[str, int] = {}
 
     def observe(self, command: str, outcome: str, seconds: float) -> None:
         """Count one request that reached its handler, and its duration."""
@@ -99,6 +110,12 @@ class ServiceMetrics:
                 self.requests.labels(self.service, command, "busy").inc(new)
                 self.busy.labels(self.service, command).inc(new)
                 self._refused_seen[command] = total
+        for command, total in getattr(load, "expired", {}).items():
+            new = total - self._expired_seen.get(command, 0)
+            if new > 0:
+                self.requests.labels(self.service, command, "expired").inc(new)
+                self.expired.labels(self.service, command).inc(new)
+                self._expired_seen[command] = total
 
 
 class LoadSampler:

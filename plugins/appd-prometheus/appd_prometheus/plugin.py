@@ -25,6 +25,7 @@ from appd import (
     AppdError,
     AppServiceBase,
     ConfigurationError,
+    DeadlineExceeded,
     RequestTimeout,
     UnknownCommand,
     get_logger,
@@ -233,6 +234,8 @@ class PrometheusPlugin:
         started = time.perf_counter()
         try:
             result = yield
+        except DeadlineExceeded:
+            raise  # not run (a capacity wait cut short): counted as expired by the sampler
         except RequestTimeout:
             metrics.observe(request.cmd, "timeout", time.perf_counter() - started)
             raise

@@ -9,12 +9,14 @@ import threading
 import urllib.error
 import urllib.request
 from collections import Counter
+from typing import Any
 
 import pytest
 from prometheus_fixtures import Project, Samples, value
 from support import wait_for
 
-from appd import RemoteError, RequestTimeout, ServiceBusy
+import appd
+from appd import DeadlineExceeded, RemoteError, RequestTimeout, ServiceBusy
 
 
 def requests_total(samples: Samples, command: str, outcome: str) -> float:
@@ -154,6 +156,55 @@ def test_capacity_holders_and_waiters_as_the_backend_reports_them(project: Proje
         finally:
             held.join(timeout=20)
     assert value(project.scrape(), "appd_capacity_holders", capacity="pdu") == 0
+    assert project.stop(proc) == 0
+
+
+def test_requests_whose_deadline_passed_are_counted_expired(project: Project) -> None:
+    """Both slots of the capacity held; a third call waits for one with a 0.4 s deadline and
+    gives up then, unrun: ``outcome="expired"`` and ``appd_deadline_expired_total``."""
+    project.write_config(processes=3, capacity=True)
+    proc = project.run()
+    wait_for(project.ready_pids, timeout=30, message="all processes ready")
+    holders = [project.client(timeout=20) for _ in range(2)]
+
+    def hold(client: Any) -> None:
+        while True:  # until the connection lands on a process not busy holding already
+            try:
+                client.call("hold", 1.5)  # request_timeout is 2 s
+                return
+            except ServiceBusy:
+                client.close()
+
+    held = [threading.Thread(target=hold, args=(c,)) for c in holders]
+    for thread in held:
+        thread.start()
+    try:
+        wait_for(lambda: value(project.scrape(), "appd_capacity_holders", capacity="pdu") == 2,
+                 timeout=10, message="both slots held")
+        expired = None
+        while expired is None:  # a connection may land on a busy process (max_queue = 0)
+            with project.client(timeout=20) as client, appd.deadline(0.4):
+                try:
+                    client.call("hold", 0)
+                except ServiceBusy:
+                    continue
+                except DeadlineExceeded as exc:
+                    expired = exc
+        assert expired.not_executed
+
+        def counted() -> Samples | None:
+            samples = project.scrape()
+            expired = value(samples, "appd_deadline_expired_total", service="echo",
+                            command="hold")
+            return samples if expired == 1 else None
+
+        samples = wait_for(counted, timeout=10, message="the expired request counted")
+        assert requests_total(samples, "hold", "expired") == 1
+    finally:
+        for thread in held:
+            thread.join(timeout=20)
+        for client in holders:
+            client.close()
     assert project.stop(proc) == 0
 
 

@@ -8,7 +8,7 @@ this module, or starting the site, opens nothing.
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET, require_POST
 
-from appd import AppdError, ConnectFailed, RemoteError, ServiceBusy
+from appd import AppdError, ConnectFailed, RemoteError, RequestTimeout, ServiceBusy
 from appd.contrib.django import service_client
 
 SERVICE = "outlet_power"
@@ -23,6 +23,8 @@ def _call(cmd: str, outlet: int) -> JsonResponse:
         return JsonResponse({"error": exc.remote_message}, status=status)
     except (ConnectFailed, ServiceBusy) as exc:
         return JsonResponse({"error": f"the power service is unavailable: {exc}"}, status=503)
+    except RequestTimeout as exc:  # DeadlineExceeded too: its message says "not executed"
+        return JsonResponse({"error": str(exc)}, status=504)
     except AppdError as exc:
         return JsonResponse({"error": str(exc)}, status=502)
     return JsonResponse({"outlet": outlet, "state": state})

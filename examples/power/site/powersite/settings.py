@@ -20,8 +20,12 @@ INSTALLED_APPS = [
     "outlets",
 ]
 MIDDLEWARE = [
+    # The web request's X-Request-ID and remaining time go with every appd call its view makes.
+    "appd.contrib.django.middleware.RequestScopeMiddleware",
     "django.middleware.common.CommonMiddleware",
 ]
+#: Seconds a web request may spend on the power service (a web worker's timeout, less a margin).
+APPD_REQUEST_DEADLINE = 10
 ROOT_URLCONF = "powersite.urls"
 DATABASES = {
     "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": BASE_DIR / "db.sqlite3"},
