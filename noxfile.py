@@ -84,8 +84,10 @@ def typecheck(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """appd side by side with raw sockets and peer libraries (ratios to raw TCP), then what a
     capacity costs (acquire+release on both backends, the power demo on one and two instances),
-    the per-request cost of the Prometheus plugin, the PDU's utilization through appd, and the
-    guarded figures (device utilization, idle RSS, CPU per call) beside the baseline.
+    the per-request cost of the Prometheus plugin, the PDU's utilization through appd, the
+    device time an overload spends on calls past their deadline (which fails the session when
+    it is not 0), and the guarded figures (device utilization, idle RSS, CPU per call) beside
+    the baseline.
 
     ``nox -s bench -- --check`` measures only the guarded figures and fails when one is more
     than 20 % worse than bench/baseline.json (see docs/performance.md)."""
@@ -99,4 +101,5 @@ def bench(session: nox.Session) -> None:
     session.run("python", "bench/capacity.py", *quick)
     session.run("python", "bench/plugin_cost.py", *quick)
     session.run("python", "bench/power.py", *quick)
+    session.run("python", "bench/overload.py", *quick)
     session.run("python", "bench/check.py", *quick)

@@ -24,15 +24,15 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Final, NamedTuple
+from typing import Final
 
 __all__ = [
     "CallScope",
     "current_deadline",
     "current_request_id",
     "deadline",
-    "enter_scope",
-    "leave_scope",
+    "reset_scope",
+    "set_scope",
     "new_request_id",
     "request_id",
     "time_remaining",
@@ -42,16 +42,17 @@ __all__ = [
 MAX_REQUEST_ID: Final = 128
 
 
-class CallScope(NamedTuple):
-    """The deadline (monotonic seconds, None: none) and request id (None: none) in force."""
+#: The deadline (monotonic seconds, None: none) and request id (None: none) in force.  (A plain
+#: tuple: a service sets one per request, and a named tuple costs several times as much.)
+CallScope = tuple[float | None, str | None]
 
-    deadline: float | None
-    request_id: str | None
-
-
-_NO_SCOPE: Final = CallScope(None, None)
+_NO_SCOPE: Final[CallScope] = (None, None)
 _scope: ContextVar[CallScope] = ContextVar("appd_call_scope", default=_NO_SCOPE)
 _get = _scope.get
+#: Makes a scope current; returns the token that restores the previous one (``_scope.reset``).
+set_scope = _scope.set
+#: Restores the scope that was current before :data:`set_scope` returned ``token``.
+reset_scope = _scope.reset
 
 
 @contextmanager
@@ -66,11 +67,11 @@ def deadline(seconds: float) -> Iterator[float]:
     seconds = float(seconds)
     if seconds != seconds:  # NaN
         raise ValueError("a deadline needs a number of seconds, not NaN")
-    current = _get()
+    current, rid = _get()
     at = time.monotonic() + max(0.0, seconds)
-    if current.deadline is not None and current.deadline < at:
-        at = current.deadline
-    token = _scope.set(CallScope(at, current.request_id))
+    if current is not None and current < at:
+        at = current
+    token = _scope.set((at, rid))
     try:
         yield at
     finally:
@@ -84,7 +85,7 @@ def request_id(value: str) -> Iterator[str]:
     if not isinstance(value, str):
         raise TypeError(f"a request id is a str, not {type(value).__name__}")
     value = value[:MAX_REQUEST_ID]
-    token = _scope.set(CallScope(_get().deadline, value))
+    token = _scope.set((_get()[0], value))
     try:
         yield value
     finally:
@@ -94,7 +95,7 @@ def request_id(value: str) -> Iterator[str]:
 def time_remaining() -> float | None:
     """Seconds left before the current deadline (never negative), or None when no deadline is
     in force.  Inside a handler: how long the caller still waits for the reply."""
-    at = _get().deadline
+    at = _get()[0]
     if at is None:
         return None
     left = at - time.monotonic()
@@ -103,12 +104,12 @@ def time_remaining() -> float | None:
 
 def current_deadline() -> float | None:
     """The deadline in force, as a :func:`time.monotonic` time (None: none)."""
-    return _get().deadline
+    return _get()[0]
 
 
 def current_request_id() -> str | None:
     """The request id in force: inside a handler, the id its caller sent (None: none)."""
-    return _get().request_id
+    return _get()[1]
 
 
 def current_scope() -> CallScope:
@@ -116,16 +117,6 @@ def current_scope() -> CallScope:
     return _get()
 
 
-def enter_scope(at: float | None, rid: str | None) -> object:
-    """Make ``(at, rid)`` the scope in force; returns the token :func:`leave_scope` needs.
-    (A service wraps each handler in its request's scope this way: cheaper than a context
-    manager on the per-request path.)"""
-    return _scope.set(CallScope(at, rid))
-
-
-def leave_scope(token: object) -> None:
-    """Restore the scope that was in force before :func:`enter_scope`."""
-    _scope.reset(token)  # type: ignore[arg-type]
 
 
 _prefix = ""

@@ -100,7 +100,9 @@ class StampedState(PduState):
 
 
 @contextlib.contextmanager
-def pdu_device(stamps: Stamps) -> Iterator[tuple[str, int]]:
+def pdu_device(
+    stamps: Stamps, command_delay: float = COMMAND_DELAY
+) -> Iterator[tuple[str, int]]:
     """The simulated PDU in a child process, stamping its commands into ``stamps``."""
     import socket
 
@@ -109,7 +111,7 @@ def pdu_device(stamps: Stamps) -> Iterator[tuple[str, int]]:
     listener = socket.create_server(("127.0.0.1", 0), backlog=64)
 
     def body() -> None:
-        PduDevice(StampedState(stamps), command_delay=COMMAND_DELAY).serve(
+        PduDevice(StampedState(stamps), command_delay=command_delay).serve(
             listener, quit_requested
         )
 

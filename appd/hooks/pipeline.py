@@ -5,7 +5,9 @@ with every plugin's wrapper around appd's own implementation, which calls the se
 dispatch (``service.process_request``).  It is built once and handed to the server, whichever
 way the service is served (by the supervisor, or by ``service.serve()`` in a script), so plugins
 see every request and nothing is patched onto the service.  When no plugin implements
-``appd_request`` the pipeline *is* the service's dispatch: no hook call per request.
+``appd_request`` the pipeline *is* the service's dispatch: no hook call per request.  A plugin
+object may also say, through a ``wants_requests(service)`` method checked when the pipeline is
+built, that its ``appd_request`` has nothing to do in this process; it is then left out.
 """
 
 from __future__ import annotations
@@ -36,8 +38,13 @@ def build_pipeline(hooks: Hooks, service: Dispatching) -> RequestHandler:
         only happen when appd's own implementation was unregistered.
     """
     caller = hooks.pm.hook.appd_request
-    if all(impl.plugin_name in ESSENTIAL_PLUGINS for impl in caller.get_hookimpls()):
+    plugins = [impl.plugin for impl in caller.get_hookimpls()
+               if impl.plugin_name not in ESSENTIAL_PLUGINS]
+    idle = [plugin for plugin in plugins if not _wants_requests(plugin, service)]
+    if len(idle) == len(plugins):
         return service.process_request
+    if idle:  # left out of this process's pipeline: each costs a hook call per request
+        caller = hooks.pm.subset_hook_caller("appd_request", remove_plugins=idle)
 
     def handle(request: Request, /) -> RequestReply:
         result: Any = caller(service=service, request=request)
@@ -46,3 +53,10 @@ def build_pipeline(hooks: Hooks, service: Dispatching) -> RequestHandler:
         return result  # type: ignore[no-any-return]
 
     return handle
+
+
+def _wants_requests(plugin: object, service: Dispatching) -> bool:
+    """False when ``plugin`` says (``wants_requests(service)``) that its ``appd_request``
+    has nothing to do in this process: a metrics plugin without a configured endpoint, say."""
+    wants = getattr(plugin, "wants_requests", None)
+    return True if wants is None else bool(wants(service))

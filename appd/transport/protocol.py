@@ -537,19 +537,18 @@ def decode_scoped_request(plaintext: bytes, limit: int = _MIN_OBJECT_BUDGET) -> 
         raise BadRequest("request args is not a list", request_id)
     if type(kwargs) is not dict or (kwargs and not all(type(k) is str for k in kwargs)):
         raise BadRequest("request kwargs is not a map of names", request_id)
+    if len(msg) == 4 and "dl" not in msg and "rid" not in msg:  # an older client: neither
+        return request_id, cmd, args, kwargs, None, None
     within = msg.get("dl")
-    if within is not None:
-        if type(within) is not float and type(within) is not int:
-            raise BadRequest("request dl is not a number of seconds", request_id)
-        if within != within:
+    if within is not None and not (type(within) is float and 0.0 <= within <= MAX_WITHIN):
+        if (type(within) is not float and type(within) is not int) or within != within:
             raise BadRequest("request dl is not a number of seconds", request_id)
         within = None if within > MAX_WITHIN else float(max(within, 0))
     rid = msg.get("rid")
-    if rid is not None:
+    if rid is not None and (type(rid) is not str or len(rid) > MAX_RID):
         if type(rid) is not str:
             raise BadRequest("request rid is not a string", request_id)
-        if len(rid) > MAX_RID:
-            rid = rid[:MAX_RID]
+        rid = rid[:MAX_RID]
     return request_id, cmd, args, kwargs, within, rid
 
 

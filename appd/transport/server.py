@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from appd.errors import DeadlineExceeded, ProtocolError, RequestTimeout, ServiceBusy
 from appd.logging import get_logger
-from appd.scope import enter_scope, leave_scope
+from appd.scope import reset_scope, set_scope
 from appd.transport.errorlog import HandlerErrorLog, clip
 from appd.transport.heap import TRIM_AFTER, trim_heap
 from appd.transport.limits import Limiter, ServerLoad, Watchdog
@@ -546,6 +546,8 @@ class _Connection:
         #: Seconds a handler may run (0.0: unwatched).
         self.timeout = server.settings.request_timeout or 0.0
         self.loop = server.loop
+        #: What the limiter calls before a request waits: hand the serving loop on.
+        self.before_wait = self.hand_off if self.loop is not None else None
         settings = server.settings
         self.object_limit = server.object_limit
         self.frame_timeout = settings.frame_timeout
@@ -712,7 +714,12 @@ class _Connection:
                 raise ProtocolError(str(exc)) from None
             return
         limiter = self.limiter
-        expires = None if within is None else self._arrived() + within
+        if within is None:
+            expires = None
+        elif self.loop is None:
+            expires = time.monotonic() + within
+        else:
+            expires = self._arrived() + within
         request = Request(request_id, cmd, args, kwargs, self.username, self.peer, expires, rid)
         if within is not None and within <= 0.0:
             limiter.expire(cmd)
@@ -720,7 +727,7 @@ class _Connection:
                                                    "arrived; it was not executed"))
             return
         try:
-            waited = limiter.acquire(cmd, expires, self.hand_off)
+            waited = limiter.acquire(cmd, expires, self.before_wait)
         except ServiceBusy as exc:
             self._send(encode_error(request_id, "busy", "ServiceBusy", str(exc)))
             return
@@ -733,11 +740,11 @@ class _Connection:
             self.request = request
             self.deadline = time.monotonic() + self.timeout
         reply = b""
-        token = enter_scope(expires, rid)
+        token = set_scope((expires, rid))  # what the handler (and its log records) sees
         try:
             reply = self._run_handler(request)
         finally:
-            leave_scope(token)
+            reset_scope(token)
             with self.send_lock:
                 owned = not self.abandoned
                 self.deadline = 0.0
@@ -747,12 +754,11 @@ class _Connection:
                         self._write(self.seal_frame(reply))
 
     def _arrived(self) -> float:
-        """When the request being read arrived, as far as this process can tell: now, for a
-        thread of its own that was waiting for it; for the serving loop, the earliest it may
-        have arrived while the loop's thread was busy with others (never before this
-        connection's previous reply was sent)."""
-        if self.loop is None:
-            return time.monotonic()
+        """When the request the serving loop is reading arrived, as far as this process can
+        tell: the earliest it may have arrived while the loop's thread was busy with others
+        (never before this connection's previous reply was sent).  (A connection with a thread
+        of its own reads a request as it arrives: now.)"""
+        assert self.loop is not None
         arrived = self.loop.arrived
         return arrived if arrived > self.last_activity else self.last_activity
 

@@ -282,6 +282,39 @@ def test_without_request_plugins_the_pipeline_is_the_dispatch_itself() -> None:
     assert pipeline("x") == (["x"], {"served": True})  # type: ignore[arg-type]
 
 
+class Idle(Recorder):
+    """A recorder that says its ``appd_request`` has nothing to do for ``FakeService``."""
+
+    def __init__(self, wants: bool) -> None:
+        super().__init__()
+        self.wants = wants
+        self.asked: list[Any] = []
+
+    def wants_requests(self, service: Any) -> bool:
+        self.asked.append(service)
+        return self.wants
+
+
+def test_a_plugin_that_wants_no_requests_is_left_out_of_the_pipeline(recorder: Recorder) -> None:
+    idle = Idle(wants=False)
+    service = FakeService()
+    alone = build_pipeline(load_hooks(plugins=[idle], entry_points=False, environ={}), service)
+    assert alone == service.process_request  # no hook call per request at all
+    assert idle.asked == [service]
+
+    both = build_pipeline(
+        load_hooks(plugins=[idle, recorder], entry_points=False, environ={}), service
+    )
+    assert both("x") == (["x"], {"served": True})  # type: ignore[arg-type]
+    assert recorder.hooks_called() == ["appd_request", "appd_request result"]
+    assert idle.hooks_called() == []  # the idle one is not called
+
+    busy = Idle(wants=True)
+    pipeline = build_pipeline(load_hooks(plugins=[busy], entry_points=False, environ={}), service)
+    assert pipeline("y") == (["y"], {"served": True})  # type: ignore[arg-type]
+    assert busy.hooks_called() == ["appd_request", "appd_request result"]
+
+
 def test_one_off_calls_through_the_facade(hooks: Hooks) -> None:
     assert hooks.appd_request(service=FakeService(), request="plain") == (
         ["plain"],

@@ -225,6 +225,12 @@ class PrometheusPlugin:
         self._sampler = LoadSampler(self.metrics, load, SAMPLE_INTERVAL)
         self._sampler.start()
 
+    def wants_requests(self, service: object) -> bool:
+        """Asked as a service process builds its request pipeline (after ``appd_post_fork``):
+        without a ``[prometheus]`` table there is nothing to record, so the ``appd_request``
+        wrapper stays out of it (and costs the requests nothing)."""
+        return self.metrics is not None
+
     @hookimpl(wrapper=True)
     def appd_request(self, request: Any) -> Generator[None, Any, Any]:
         """Count the request by outcome and time its handler."""
@@ -280,6 +286,9 @@ class PrometheusPlugin:
         """Remove the service processes' files (and the directory, when it is our own)."""
         if self.directory is None:
             return
+        for name in (DIRECTORY_ENV, "PROMETHEUS_MULTIPROC_DIR"):  # set for our services only
+            if os.environ.get(name) == str(self.directory):
+                del os.environ[name]
         if self._own_directory:
             shutil.rmtree(self.directory, ignore_errors=True)
         else:

@@ -146,7 +146,7 @@ def test_capacity_holders_and_waiters_as_the_backend_reports_them(project: Proje
     assert value(samples, "appd_capacity_holders", capacity="pdu") == 0
     assert value(samples, "appd_capacity_waiters", capacity="pdu") == 0
     with project.client(timeout=20) as client:
-        held = threading.Thread(target=client.call, args=("hold", 2.0))
+        held = threading.Thread(target=client.call, args=("hold", 1.5))  # request_timeout: 2 s
         held.start()
         try:
             wait_for(
