@@ -23,6 +23,7 @@ import pytest
 from power_support import DIST, EXAMPLE, PACKAGE, power_example_installed
 from support import wait_for
 
+import appd
 from appd import discover_services
 from appd.config import load_config
 from appd.errors import RemoteError
@@ -296,6 +297,27 @@ def test_pool_waits_for_a_free_session_then_times_out(pdu: Running) -> None:
             pool.request("ON 0")
         assert pool.request("STATUS 2") == "2 ON"  # a refused command keeps the session
         assert _stats(pdu)["PEAK"] == 2  # the pool's one session, and this one
+    finally:
+        pool.close()
+
+
+def test_pool_waits_no_longer_than_its_callers_deadline(pdu: Running) -> None:
+    """Within a deadline the pool's wait stops at it (not at acquire_timeout), and a command
+    the caller has less time left for than a command takes is not sent at all."""
+    pool = _module("pool").PduPool(pdu.host, pdu.port, 1, acquire_timeout=10)
+    try:
+        with pool.connection():
+            started = time.monotonic()
+            with appd.deadline(0.3), pytest.raises(appd.DeadlineExceeded, match="not executed"):
+                pool.request("STATUS 2")
+            assert 0.25 <= time.monotonic() - started < 2.0
+        assert pool.request("ON 5") == "5 ON"
+        before = _stats(pdu)
+        pool.command_time = 0.5  # as if the device had slowed down to 500 ms a command
+        with appd.deadline(0.2), pytest.raises(appd.DeadlineExceeded, match="not sent to the PDU"):
+            pool.request("OFF 5")
+        assert pool.request("STATUS 5") == "5 ON"  # not switched off: never sent
+        assert _stats(pdu)["PEAK"] == before["PEAK"]
     finally:
         pool.close()
 

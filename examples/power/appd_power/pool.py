@@ -4,9 +4,12 @@ At most ``size`` connections are ever open at once.  They are opened lazily, on 
 in the process that uses the pool (create the pool in the service's ``setup()``, after fork,
 never at import).  A thread that finds every connection in use waits for one to come back, for
 at most ``acquire_timeout`` seconds, and never past its caller's deadline (inside a request,
-``appd.time_remaining()``): then it raises ``DeadlineExceeded`` and the command is not sent.  A connection the device closed (idle timeout, device
-restart) is noticed, dropped and replaced by a fresh one; the device's commands are idempotent,
-so a command cut off by a broken connection is sent once more on a fresh one.
+``appd.time_remaining()``): then it raises ``DeadlineExceeded`` and the command is not sent;
+nor is a command sent when the caller has less time left than a command takes the device (a
+moving average of the last ones): its reply would come too late.  A connection the device
+closed (idle timeout, device restart) is noticed, dropped and replaced by a fresh one; the
+device's commands are idempotent, so a command cut off by a broken connection is sent once
+more on a fresh one.
 
 With a *capacity* (``[capacities.pdu]`` in the configuration) the limit holds across every
 process and host: each session is opened under a lease of that capacity.  When its request is
@@ -44,6 +47,8 @@ BUSY_RETRY_SECONDS: Final = 0.05
 #: Seconds a leased session may pass from request to request in one process (see the module
 #: docstring): short beside a request's wait for a lease, long beside opening a session.
 LEASE_HOLD_SECONDS: Final = 0.1
+#: Weight of the newest command in :attr:`PduPool.command_time` (a moving average).
+COMMAND_TIME_WEIGHT: Final = 0.1
 
 
 class PduConnection:
@@ -192,6 +197,9 @@ class PduPool:
         #: When a lease could not be had because the capacity's backend failed, and how.
         self._failure: tuple[float, CapacityUnavailable] | None = None
         self._closed = False
+        #: How long a command takes the device (a moving average of the last ones, seconds):
+        #: a command is not sent when its caller has less time left than that.
+        self.command_time = 0.0
 
     def __repr__(self) -> str:
         return f"<PduPool {self.host}:{self.port} open={self._open}/{self.size}>"
@@ -223,13 +231,18 @@ class PduPool:
         for attempt in range(2):
             conn = self._acquire(deadline)
             try:
+                self._worth_sending(line)
+                started = time.monotonic()
                 reply = conn.request(line)
+                self.command_time += COMMAND_TIME_WEIGHT * (
+                    time.monotonic() - started - self.command_time
+                )
             except PduUnavailable:
                 self._release(conn, broken=True)
                 if attempt == 1:
                     raise
                 continue
-            except PduError:
+            except (PduError, DeadlineExceeded):
                 self._release(conn, broken=False)  # a refused command leaves the session good
                 raise
             except BaseException:
@@ -239,6 +252,17 @@ class PduPool:
             return reply
         raise AssertionError("unreachable")
 
+    def _worth_sending(self, line: str) -> None:
+        """:class:`~appd.DeadlineExceeded` when the caller has less time left than a command
+        takes: its reply could only come after the caller gave up, so the device's time goes
+        to the next caller instead."""
+        left = time_remaining()
+        if left is not None and left < self.command_time:
+            raise DeadlineExceeded(
+                f"{line.split()[0]!r} not sent to the PDU: {left * 1000:.0f} ms left, a "
+                f"command takes about {self.command_time * 1000:.0f} ms; it was not executed"
+            )
+
     @contextlib.contextmanager
     def connection(self) -> Iterator[PduConnection]:
         """Hold one connection for several commands; it is dropped if it broke meanwhile."""
@@ -247,6 +271,11 @@ class PduPool:
 
     def _connection(self) -> Iterator[PduConnection]:
         conn = self._acquire(self._wait_until())
+        try:
+            self._worth_sending("CYCLE")
+        except DeadlineExceeded:
+            self._release(conn, broken=False)
+            raise
         broken = True
         try:
             yield conn
