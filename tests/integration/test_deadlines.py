@@ -39,6 +39,7 @@ def read_ledger(ledger: Path) -> dict[str, float]:
             (line.split() for line in ledger.read_text().splitlines())}
 
 
+@pytest.mark.serial  # 20 ms of slack: timed alone, not beside a full parallel suite
 def test_no_handler_starts_after_its_callers_deadline(
     make_service: Callable[..., RunningService], tmp_path: Path
 ) -> None:
@@ -48,7 +49,12 @@ def test_no_handler_starts_after_its_callers_deadline(
     ledger = tmp_path / "ledger"
     clients = [service.client(timeout=0.3) for _ in range(10)]
     for client in clients:  # connected (and keys derived) before the race starts
-        assert client.call("echo", 1) == 1
+        for _ in range(20):  # a loaded machine may answer one of these late
+            try:
+                assert client.call("echo", 1) == 1
+                break
+            except RequestTimeout:
+                continue
     start = threading.Barrier(len(clients))
     deadlines: dict[str, float] = {}
     outcomes: dict[str, BaseException | str] = {}
@@ -106,17 +112,20 @@ def test_a_request_queued_behind_a_capacity_lease_gives_up_at_its_deadline(
         holder.token()  # the one slot is taken
         service = make_service(concurrency=4)
         with service.client(timeout=0.5) as client:
+            client.call("echo", 1)  # connected: ``timeout`` runs from the request's sending
             began = time.monotonic()
             with pytest.raises(DeadlineExceeded, match="not executed") as caught:
                 client.call("leased", str(directory), 0)
             waited = time.monotonic() - began
         assert caught.value.not_executed
         assert 0.3 < waited < 0.5 + 0.25, waited  # its deadline, not acquire_timeout (10 s)
-        with service.client(timeout=30) as client, appd.deadline(0.4):
-            began = time.monotonic()
-            with pytest.raises(DeadlineExceeded, match="capacity 'dev'"):
-                client.call("leased", str(directory), 0)
-            assert time.monotonic() - began < 0.4 + 0.25
+        with service.client(timeout=30) as client:
+            client.call("echo", 1)
+            with appd.deadline(0.4):
+                began = time.monotonic()
+                with pytest.raises(DeadlineExceeded, match="capacity 'dev'"):
+                    client.call("leased", str(directory), 0)
+                assert time.monotonic() - began < 0.4 + 0.25
         service.assert_serving()
     finally:
         holder.close()

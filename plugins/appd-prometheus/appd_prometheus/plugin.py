@@ -16,10 +16,7 @@ import tempfile
 import time
 from collections.abc import Generator, Mapping, MutableMapping
 from pathlib import Path
-from typing import Any, Final
-from wsgiref.simple_server import WSGIServer
-
-from prometheus_client import CollectorRegistry, start_http_server
+from typing import TYPE_CHECKING, Any, Final
 
 from appd import (
     AppdError,
@@ -31,10 +28,14 @@ from appd import (
     get_logger,
     hookimpl,
 )
-from appd_prometheus.collector import AppdCollector, CapacityReading
-from appd_prometheus.metrics import LoadSampler, ServiceMetrics
 from appd_prometheus.settings import SETTINGS_TABLE, PrometheusSettings
 from appd_prometheus.slots import Slot, claim_slot
+
+if TYPE_CHECKING:  # prometheus_client is imported only where metrics are configured
+    from wsgiref.simple_server import WSGIServer
+
+    from appd_prometheus.collector import CapacityReading
+    from appd_prometheus.metrics import LoadSampler, ServiceMetrics
 
 __all__ = ["DIRECTORY_ENV", "SAMPLE_INTERVAL", "UNKNOWN_COMMAND", "PrometheusPlugin", "plugin"]
 
@@ -116,6 +117,10 @@ class PrometheusPlugin:
             self._empty_directory()
         os.environ[DIRECTORY_ENV] = str(self.directory)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(self.directory)
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        from appd_prometheus.collector import AppdCollector
+
         registry = CollectorRegistry(auto_describe=False)
         registry.register(
             AppdCollector(self.directory, lambda: self._status, self.read_capacities)
@@ -148,6 +153,8 @@ class PrometheusPlugin:
         ``appd status`` does), never through the services' own: a service process forked from
         the supervisor must not inherit a backend the supervisor opened.
         """
+        from appd_prometheus.collector import CapacityReading
+
         configured = self._capacities
         if configured is None or not configured.configs:
             return []
@@ -207,6 +214,8 @@ class PrometheusPlugin:
         if not directory:
             return
         self.directory = Path(directory)
+        from appd_prometheus.metrics import ServiceMetrics
+
         self._slot = claim_slot(self.directory, service.name, worker)
         self.metrics = ServiceMetrics(service.name, self._slot.id, self.directory)
         # The validated settings when the service has them, else its attribute.
@@ -222,6 +231,8 @@ class PrometheusPlugin:
         load = getattr(service, "server_load", None)
         if load is None:
             return
+        from appd_prometheus.metrics import LoadSampler
+
         self._sampler = LoadSampler(self.metrics, load, SAMPLE_INTERVAL)
         self._sampler.start()
 

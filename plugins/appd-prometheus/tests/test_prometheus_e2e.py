@@ -183,9 +183,11 @@ def test_requests_whose_deadline_passed_are_counted_expired(project: Project) ->
                  timeout=10, message="both slots held")
         expired = None
         while expired is None:  # a connection may land on a busy process (max_queue = 0)
-            with project.client(timeout=20) as client, appd.deadline(0.4):
+            with project.client(timeout=20) as client:
                 try:
-                    client.call("hold", 0)
+                    client.call("pid")  # connected before the deadline starts
+                    with appd.deadline(0.4):
+                        client.call("hold", 0)
                 except ServiceBusy:
                     continue
                 except DeadlineExceeded as exc:
