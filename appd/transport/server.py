@@ -734,7 +734,10 @@ class _Connection:
         except DeadlineExceeded as exc:
             self._send(encode_deadline(request_id, str(exc)))
             return
-        if waited and self._gave_up(request, expires):
+        # Also when the slot was free: the serving loop's thread may read a request only after
+        # the handlers before it, by when its deadline may have passed.
+        late = expires is not None and time.monotonic() >= expires
+        if (waited or late) and self._gave_up(request, expires):
             return
         if self.timeout:
             self.request = request
