@@ -173,10 +173,22 @@ class RequestTimeout(TransportError):
 class DeadlineExceeded(RequestTimeout):
     """The call's deadline passed before its request started: the service did not run it (it
     waited behind ``concurrency``, a capacity lease or a pool for too long, or arrived late), or
-    the client never sent it.  Always ``not_executed``; safe to retry with a fresh deadline."""
+    the client never sent it.  Always ``not_executed``; safe to retry with a fresh deadline.
 
-    def __init__(self, message: str = "", *, not_executed: bool = True) -> None:
+    A handler may raise it too, to say it gave up before doing anything (appd's own capacity
+    waits do): its caller then gets a ``DeadlineExceeded`` as well.  One a *client* raised
+    inside a handler (a call to another service) is different: the handler may have acted
+    before that call, so its caller gets a :class:`RequestTimeout` that may have run.
+
+    :ivar address: the service the refused call was addressed to, when a client raised it
+        (None when a wait in this process raised it).
+    """
+
+    def __init__(
+        self, message: str = "", *, not_executed: bool = True, address: str | None = None
+    ) -> None:
         super().__init__(message, not_executed=not_executed)
+        self.address = address
 
 
 class ServiceBusy(TransportError):

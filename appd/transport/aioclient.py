@@ -79,6 +79,11 @@ class AsyncSecureSocketAppClient(ClientBase):
         raise AssertionError("unreachable")
 
     async def _connect_once(self) -> _AsyncConnection:
+        # The first handshake of a process derives the scrypt-stretched keys (tens of ms): off
+        # the event loop, and before the connection opens (a call cancelled meanwhile, by
+        # its deadline or its caller, then leaves no socket behind).  Later ones find them
+        # cached.
+        handshake = await asyncio.get_running_loop().run_in_executor(None, self._new_handshake)
         try:
             async with asyncio.timeout(self.connect_timeout):
                 if self.path:
@@ -88,9 +93,6 @@ class AsyncSecureSocketAppClient(ClientBase):
         except OSError as exc:
             raise self._connect_failed(exc) from None
         conn = _AsyncConnection(reader, writer, self.max_frame_size)
-        # The first handshake of a process derives the scrypt-stretched keys (tens of ms): off
-        # the event loop.  Later ones find them cached.
-        handshake = await asyncio.get_running_loop().run_in_executor(None, self._new_handshake)
         try:
             async with asyncio.timeout(self.connect_timeout):
                 writer.write(handshake.hello())
@@ -117,14 +119,14 @@ class AsyncSecureSocketAppClient(ClientBase):
         if self._lock is None:
             self._lock = asyncio.Lock()
         lock = self._lock
-        if lock.locked() and call.scope_at is not None:
-            try:  # another task's call is in progress: wait, up to the scope's deadline
+        if call.scope_at is None:
+            await lock.acquire()
+        else:
+            try:  # another task's call may be in progress: wait, up to the scope's deadline
                 async with asyncio.timeout_at(_loop_time(call.scope_at)):
                     await lock.acquire()
             except TimeoutError:
                 raise self._expired_unsent(call) from None
-        else:
-            await lock.acquire()
         try:
             for attempt in range(2):
                 reply = await self._exchange(call, args, kwargs, last=attempt == 1)

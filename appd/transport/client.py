@@ -158,7 +158,8 @@ class ClientBase:
     def _expired_unsent(self, call: _Call) -> DeadlineExceeded:
         return DeadlineExceeded(
             f"the deadline of {call.cmd!r} to {self.address} passed before it was sent; "
-            "it was not executed"
+            "it was not executed",
+            address=self.address,
         )
 
     def _not_sent(self, reqcmd: str) -> ConnectionLost:
@@ -206,7 +207,7 @@ class ClientBase:
         if reply.error_code == "busy":
             raise ServiceBusy(f"{self.address}: {reply.error_message}")
         if reply.error_code == "deadline":
-            raise DeadlineExceeded(f"{self.address}: {reply.error_message}")
+            raise DeadlineExceeded(f"{self.address}: {reply.error_message}", address=self.address)
         if reply.error_code == "timeout":
             raise RequestTimeout(f"{self.address}: {reply.error_message}; it may have run")
         raise remote_error(
@@ -246,8 +247,12 @@ class _Call:
 
 
 def _wait_for(at: float | None) -> float:
-    """Seconds until ``at`` (-1: wait without limit, as ``Lock.acquire`` takes it)."""
-    return -1.0 if at is None else max(0.0, at - time.monotonic())
+    """Seconds until ``at`` (-1: wait without limit, as ``Lock.acquire`` takes it; a deadline
+    further away than ``Lock.acquire`` can wait is none)."""
+    if at is None:
+        return -1.0
+    left = at - time.monotonic()
+    return -1.0 if left >= threading.TIMEOUT_MAX else max(0.0, left)
 
 
 #: At most this many seconds of a call's time left are kept back for the reply's way back.

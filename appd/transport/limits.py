@@ -73,21 +73,16 @@ class Limiter:
         """
         if before_wait is not None:
             with self._lock:
-                free = self.running < self._slots
-                if free:
+                if self.running < self._slots:
                     self.running += 1
                     return False
+                self._refuse_unqueued(label, deadline)  # nothing to wait for: no hand-off
             before_wait()
         with self._lock:
             if self.running < self._slots:
                 self.running += 1
                 return False
-            if self.waiting >= self._max_queue:
-                self.refused[label] += 1
-                raise ServiceBusy(
-                    f"all {self._slots} handler slots are busy and the queue is full "
-                    f"(max_queue = {self._max_queue})"
-                )
+            self._refuse_unqueued(label, deadline)
             wait = self._queue_timeout
             if deadline is not None:
                 left = deadline - time.monotonic()
@@ -111,6 +106,22 @@ class Limiter:
                 )
             self.running += 1
             return True
+
+    def _refuse_unqueued(self, label: str, deadline: float | None) -> None:
+        """With the lock held and no slot free: refuse a request that may not even wait (the
+        queue is full: busy; its deadline passed already: expired)."""
+        if self.waiting >= self._max_queue:
+            self.refused[label] += 1
+            raise ServiceBusy(
+                f"all {self._slots} handler slots are busy and the queue is full "
+                f"(max_queue = {self._max_queue})"
+            )
+        if deadline is not None and time.monotonic() >= deadline:
+            self.expired[label] += 1
+            raise DeadlineExceeded(
+                "the deadline had passed when the request would have waited for a handler "
+                "slot; it was not executed"
+            )
 
     def expire(self, label: str = "") -> None:
         """Count a request not run because its deadline passed (outside the queue)."""

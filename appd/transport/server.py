@@ -792,6 +792,7 @@ class _Connection:
             log.info(
                 "client gone before its queued request started; not running it",
                 service=self.server.settings.name, cmd=clip(request.cmd), peer=self.peer,
+                request_id=request.request_id,
             )
             self.close()
         return gone
@@ -826,9 +827,18 @@ class _Connection:
     def _run_handler(self, request: Request) -> bytes:
         try:
             result = self.handler(request)
-        except DeadlineExceeded as exc:  # e.g. a capacity wait cut short by the deadline
-            self.limiter.expire(request.cmd)
-            return encode_deadline(request.id, str(exc))
+        except DeadlineExceeded as exc:
+            if exc.address is None and exc.not_executed:
+                # Raised in this process before the handler acted (e.g. a capacity wait cut
+                # short by the deadline): the request was not executed.
+                self.limiter.expire(request.cmd)
+                return encode_deadline(request.id, str(exc))
+            # A call to another service ran out of the deadline: this handler may have acted
+            # before it, so its own caller may not be told "not executed".
+            return encode_error(
+                request.id, "timeout", "RequestTimeout",
+                f"{request.cmd!r} ran out of its deadline in a call it made ({exc})",
+            )
         except RequestTimeout as exc:
             return encode_error(request.id, "timeout", "RequestTimeout", str(exc))
         except BaseException as exc:

@@ -97,11 +97,9 @@ class ServingLoop:
             conn, since = self._current, self._busy_since
             if conn is None or not since or now - since < HANDOFF_AFTER or self._stopped:
                 return
-            self._current, self._busy_since = None, 0.0
             # The old thread finishes this connection's request on its own; until then the
             # new thread must not read the connection.
-            self.remove(conn)
-            self._spawn()
+            self._take_over(conn)
 
     def hand_off(self, conn: LoopConnection) -> None:
         """Called by the loop's thread serving ``conn`` when its request is about to wait (for
@@ -111,9 +109,7 @@ class ServingLoop:
         with self._lock:
             if self._current is not conn or self._stopped:
                 return
-            self._current, self._busy_since = None, 0.0
-            self.remove(conn)
-            self._spawn()
+            self._take_over(conn)
 
     def stop(self) -> None:
         """End the loop (its thread leaves within :data:`SWEEP_INTERVAL`)."""
@@ -126,15 +122,33 @@ class ServingLoop:
                 return  # stuck in a handler past shutdown_grace: leave the epoll set to it
         self._epoll.close()
 
-    def _spawn(self) -> None:
-        # Called with the lock held.  The events of the batch the old thread was reading are
-        # read again by the new one: they arrived no earlier than that batch's estimate.
-        self._returned = self.arrived
-        self._generation += 1
-        self._thread = threading.Thread(
-            target=self._run, args=(self._generation,), name="appd-serve", daemon=True
+    def _take_over(self, conn: LoopConnection) -> None:
+        """With the lock held: a fresh thread takes the loop over from the one serving
+        ``conn``.  When no thread can be started, the old thread simply stays the loop's."""
+        since = self._busy_since
+        self._current, self._busy_since = None, 0.0
+        self.remove(conn)
+        if not self._spawn():
+            self._current, self._busy_since = conn, since
+            with contextlib.suppress(OSError, ValueError):
+                self._watch(conn)
+
+    def _spawn(self) -> bool:
+        """With the lock held: start a thread to serve the loop; False (and nothing changed)
+        when the process cannot start one now (a thread limit)."""
+        generation = self._generation + 1
+        thread = threading.Thread(
+            target=self._run, args=(generation,), name="appd-serve", daemon=True
         )
-        self._thread.start()
+        # The events of the batch the old thread was reading are read again by the new one:
+        # they arrived no earlier than that batch's estimate.
+        self._returned = self.arrived
+        try:
+            thread.start()  # it compares generations only under the lock, held here
+        except RuntimeError:
+            return False
+        self._generation, self._thread = generation, thread
+        return True
 
     def _run(self, generation: int) -> None:
         poll, conns, monotonic = self._epoll.poll, self._conns, time.monotonic

@@ -107,6 +107,15 @@ class EchoService(SecureSocketAppService):
         return "done"
 
     @command
+    def relay(self, port: int) -> Any:
+        """Acts (counts a hit), then calls another service (this one, at ``port``) when no time
+        is left for it: that call's ``DeadlineExceeded`` escapes the handler."""
+        self.hits += 1
+        client = appd.SecureSocketAppClient("127.0.0.1", port, "alice", "alice-pw", KEY)
+        with client, appd.deadline(0):
+            return client.call("echo", 1)
+
+    @command
     async def async_echo(self, value: Any) -> Any:
         await asyncio.sleep(0.01)
         return value

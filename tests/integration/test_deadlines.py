@@ -178,6 +178,52 @@ def test_a_timeout_says_the_call_may_have_run(service: RunningService) -> None:
     assert not isinstance(caught.value, DeadlineExceeded)
 
 
+def test_a_deadline_a_handlers_own_call_ran_out_of_may_have_run(
+    service: RunningService,
+) -> None:
+    """A ``DeadlineExceeded`` from a call the handler made to another service says nothing of
+    what the handler did before it: its caller must not be told "not executed"."""
+    with service.client() as client:
+        before = client.call("hits")
+        with pytest.raises(RequestTimeout, match="may have run") as caught:
+            client.call("relay", service.port)
+        assert not isinstance(caught.value, DeadlineExceeded)
+        assert not caught.value.not_executed
+        assert f"127.0.0.1:{service.port}" in str(caught.value)  # which call ran out
+        assert client.call("hits") == before + 1  # it had acted
+
+
+def test_the_asyncio_client_waits_for_its_lock_no_longer_than_the_deadline(
+    service: RunningService, tmp_path: Path
+) -> None:
+    """Another task's call holds the client: a call in a shorter scope is not sent."""
+    ledger = tmp_path / "ledger"
+
+    async def main() -> tuple[object, float]:
+        async with AsyncSecureSocketAppClient(
+            "127.0.0.1", service.port, "alice", "alice-pw", "0123456789abcdef-test-key"
+        ) as client:
+            await client.call("echo", 0)
+            holder = asyncio.create_task(client.call("device", str(ledger), "holder", 0.8))
+            while "holder" not in read_ledger(ledger):
+                await asyncio.sleep(0.01)
+            began = time.monotonic()
+            with appd.deadline(0.2):
+                try:
+                    outcome: object = await client.call("device", str(ledger), "late", 0)
+                except RequestTimeout as exc:
+                    outcome = exc
+            waited = time.monotonic() - began
+            assert await holder == "holder"
+            return outcome, waited
+
+    outcome, waited = asyncio.run(main())
+    assert isinstance(outcome, DeadlineExceeded), outcome
+    assert "before it was sent" in str(outcome)
+    assert waited < 0.2 + 0.25, waited  # the scope's deadline, not the holder's 0.8 s
+    assert set(read_ledger(ledger)) == {"holder"}
+
+
 def test_a_queued_request_whose_client_left_does_not_run(
     make_service: Callable[..., RunningService], tmp_path: Path
 ) -> None:

@@ -318,6 +318,29 @@ def test_pool_waits_no_longer_than_its_callers_deadline(pdu: Running) -> None:
             pool.request("OFF 5")
         assert pool.request("STATUS 5") == "5 ON"  # not switched off: never sent
         assert _stats(pdu)["PEAK"] == before["PEAK"]
+        with appd.deadline(0), pytest.raises(appd.DeadlineExceeded, match="0 ms left"):
+            pool.request("OFF 5")  # no time left at all: not sent, whatever the estimate
+    finally:
+        pool.close()
+
+
+def test_pool_forgets_a_command_time_it_has_not_measured_lately(
+    pdu: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One very slow command must not stop every later one (which alone could correct the
+    estimate): without a recent sample the estimate is forgotten."""
+    pool_module = _module("pool")
+    pool = pool_module.PduPool(pdu.host, pdu.port, 1, acquire_timeout=10)
+    try:
+        assert pool.request("ON 6") == "6 ON"
+        pool.command_time = 30.0  # as if one command had hung for minutes
+        with appd.deadline(5), pytest.raises(appd.DeadlineExceeded, match="not sent"):
+            pool.request("OFF 6")
+        monkeypatch.setattr(pool_module, "COMMAND_TIME_MEMORY", 0.2)
+        time.sleep(0.3)  # no command timed since
+        with appd.deadline(5):
+            assert pool.request("OFF 6") == "6 OFF"
+        assert pool.command_time < 30.0  # measured again
     finally:
         pool.close()
 

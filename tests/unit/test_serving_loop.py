@@ -101,3 +101,34 @@ def test_a_quick_request_is_not_handed_off(loop: ServingLoop) -> None:
         assert conn.seen[0][1] == conn.seen[1][1]
     finally:
         conn.close()
+
+
+def test_a_hand_off_without_a_thread_to_spare_keeps_the_old_thread(
+    loop: ServingLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When no thread can be started (a thread limit), the thread holding the loop keeps it:
+    it goes on serving every connection once its long request ends."""
+    slow, fast = _Conn("slow"), _Conn("fast")
+    try:
+        loop.add(slow)
+        loop.add(fast)
+        slow.peer.sendall(b"h")
+        assert wait_for(lambda: loop._current is slow, timeout=10)
+
+        def refuse(self: threading.Thread) -> None:
+            raise RuntimeError("can't start new thread")
+
+        monkeypatch.setattr(threading.Thread, "start", refuse)
+        loop.check(time.monotonic() + HANDOFF_AFTER * 2)
+        loop.hand_off(slow)
+        monkeypatch.undo()
+        assert loop._current is slow  # still the loop's thread
+        slow.peer.sendall(b"y")
+        fast.peer.sendall(b"x")
+        slow.hold.set()
+        assert wait_for(lambda: len(slow.seen) == 2 and fast.seen, timeout=10)
+        assert {thread for c in (slow, fast) for _, thread in c.seen} == {slow.seen[0][1]}
+    finally:
+        slow.hold.set()
+        slow.close()
+        fast.close()

@@ -49,6 +49,10 @@ BUSY_RETRY_SECONDS: Final = 0.05
 LEASE_HOLD_SECONDS: Final = 0.1
 #: Weight of the newest command in :attr:`PduPool.command_time` (a moving average).
 COMMAND_TIME_WEIGHT: Final = 0.1
+#: Seconds after its last sample that :attr:`PduPool.command_time` is forgotten: an estimate
+#: that grew past every caller's time left (one very slow command) would otherwise stop every
+#: command from being sent, and so from ever being corrected.
+COMMAND_TIME_MEMORY: Final = 5.0
 
 
 class PduConnection:
@@ -200,6 +204,7 @@ class PduPool:
         #: How long a command takes the device (a moving average of the last ones, seconds):
         #: a command is not sent when its caller has less time left than that.
         self.command_time = 0.0
+        self._timed_at = 0.0  # when command_time last took a sample (monotonic)
 
     def __repr__(self) -> str:
         return f"<PduPool {self.host}:{self.port} open={self._open}/{self.size}>"
@@ -234,9 +239,8 @@ class PduPool:
                 self._worth_sending(line)
                 started = time.monotonic()
                 reply = conn.request(line)
-                self.command_time += COMMAND_TIME_WEIGHT * (
-                    time.monotonic() - started - self.command_time
-                )
+                self._timed_at = now = time.monotonic()
+                self.command_time += COMMAND_TIME_WEIGHT * (now - started - self.command_time)
             except PduUnavailable:
                 self._release(conn, broken=True)
                 if attempt == 1:
@@ -257,10 +261,15 @@ class PduPool:
         takes: its reply could only come after the caller gave up, so the device's time goes
         to the next caller instead."""
         left = time_remaining()
-        if left is not None and left < self.command_time:
+        if left is None:
+            return
+        takes = self.command_time
+        if time.monotonic() - self._timed_at > COMMAND_TIME_MEMORY:
+            takes = 0.0  # no recent sample: let this one measure the device again
+        if left <= 0.0 or left < takes:
             raise DeadlineExceeded(
                 f"{line.split()[0]!r} not sent to the PDU: {left * 1000:.0f} ms left, a "
-                f"command takes about {self.command_time * 1000:.0f} ms; it was not executed"
+                f"command takes about {takes * 1000:.0f} ms; it was not executed"
             )
 
     @contextlib.contextmanager

@@ -251,8 +251,11 @@ class PrometheusPlugin:
         started = time.perf_counter()
         try:
             result = yield
-        except DeadlineExceeded:
-            raise  # not run (a capacity wait cut short): counted as expired by the sampler
+        except DeadlineExceeded as exc:
+            if exc.address is None and exc.not_executed:
+                raise  # not run (a capacity wait cut short): counted as expired by the sampler
+            metrics.observe(request.cmd, "timeout", time.perf_counter() - started)
+            raise  # a call the handler made ran out of time: answered as a timeout
         except RequestTimeout:
             metrics.observe(request.cmd, "timeout", time.perf_counter() - started)
             raise
