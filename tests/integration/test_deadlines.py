@@ -169,6 +169,21 @@ def test_a_deadline_already_passed_is_not_sent(service: RunningService) -> None:
         assert client.call("hits") == before
 
 
+def test_a_deadline_far_away_is_no_deadline(service: RunningService) -> None:
+    """A scope longer than a lock can wait (or infinite) must not break the wait for a client
+    another thread is using."""
+    with service.client() as client:
+        for far in (1e300, float("inf")):
+            busy = threading.Thread(target=client.call, args=("sleep", 0.3))
+            busy.start()
+            time.sleep(0.05)  # the other thread's call holds the client
+            with appd.deadline(far):
+                assert client.call("echo", 7) == 7
+                left, _ = client.call("scope")
+            busy.join(10)
+            assert 25 < left <= 30  # the client's timeout governs
+
+
 def test_a_timeout_says_the_call_may_have_run(service: RunningService) -> None:
     with service.client(timeout=0.3) as client, pytest.raises(
         RequestTimeout, match="may have run"
