@@ -125,6 +125,31 @@ def contended(backend: str, directory: str, n: int, processes: int = 4) -> float
 # -- the power demo --------------------------------------------------------------------------------
 
 
+def wait_ready(
+    proc: subprocess.Popen[bytes], port: int,
+    retry_on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+) -> None:
+    """Return once the power service of ``appd run`` (``proc``) answers on ``port``: its
+    ``status`` is called until it succeeds, every failure of ``retry_on`` retried for 30 s;
+    ``RuntimeError`` as soon as ``proc`` has exited."""
+    from appd_power.services import PowerClient
+
+    deadline = time.monotonic() + 30
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"appd run exited {proc.returncode}")
+        client = PowerClient(port=port, connect_timeout=1, timeout=10)
+        try:
+            client.status(1)
+            return
+        except retry_on:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+        finally:
+            client.close()
+
+
 class Supervisor:
     """``appd run`` with the power service (one process) on ``pdu``, under ``capacity``."""
 
@@ -155,22 +180,7 @@ class Supervisor:
         )
 
     def wait_ready(self) -> None:
-        from appd_power.services import PowerClient
-
-        deadline = time.monotonic() + 30
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"appd run exited {self.proc.returncode}")
-            client = PowerClient(port=self.port, connect_timeout=1, timeout=10)
-            try:
-                client.status(1)
-                return
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
-            finally:
-                client.close()
+        wait_ready(self.proc, self.port)
 
     def service_pids(self) -> list[int]:
         """The service processes this supervisor forked (its children)."""

@@ -178,7 +178,7 @@ def run(root: Path, pdu: tuple[str, int], stamps: Stamps, seconds: float,
             cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT,
         )
     try:
-        _wait_ready(proc, port)
+        capacity.wait_ready(proc, port, retry_on=appd.AppdError)
         ledger.unlink(missing_ok=True)
         stamps.reset()
         calls = _drive(port, seconds, send_deadline)
@@ -197,25 +197,6 @@ def run(root: Path, pdu: tuple[str, int], stamps: Stamps, seconds: float,
         "late_commands": late, "late_share": late / len(sent) if sent else 0.0,
         "goodput": outcomes.get("ok", 0) / seconds,
     }
-
-
-def _wait_ready(proc: subprocess.Popen[bytes], port: int) -> None:
-    from appd_power.services import PowerClient
-
-    deadline = time.monotonic() + 30
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"appd run exited {proc.returncode}")
-        client = PowerClient(port=port, connect_timeout=1, timeout=10)
-        try:
-            client.status(1)
-            return
-        except appd.AppdError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
-        finally:
-            client.close()
 
 
 def measure(quick: bool) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -153,3 +154,35 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+#: The source of ``LineService``, a service serving a protocol of its own (``AppServiceBase``
+#: with ``bind()`` and ``serve(listener)``): each connection gets one line, ``hello``. It
+#: starts with blank lines and imports ``socket`` as ``_socket``, so that it may be appended to
+#: another services module as well as written as one.
+LINE_SERVICE_PY = textwrap.dedent('''
+
+    import socket as _socket
+
+    from appd import AppServiceBase, quit_requested
+
+
+    class LineService(AppServiceBase):
+        """Answers each connection with one line: a protocol of its own, not appd's."""
+
+        port = 0
+        setting_names = AppServiceBase.setting_names | {"port"}
+
+        def bind(self):
+            return _socket.create_server(("127.0.0.1", self.port))
+
+        def serve(self, listener):
+            listener.settimeout(0.1)
+            while not quit_requested():
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    continue
+                with conn:
+                    conn.sendall(b"hello\\n")
+''')

@@ -8,37 +8,10 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
-from support import descendants, free_port, kill_pids, wait_for
-
-OWN_SERVE = textwrap.dedent('''
-    import socket
-
-    from appd import AppServiceBase, quit_requested
-
-
-    class LineService(AppServiceBase):
-        """Answers each connection with one line: a protocol of its own, not appd's."""
-
-        port = 0
-        setting_names = AppServiceBase.setting_names | {"port"}
-
-        def bind(self):
-            return socket.create_server(("127.0.0.1", self.port))
-
-        def serve(self, listener):
-            listener.settimeout(0.1)
-            while not quit_requested():
-                try:
-                    conn, _ = listener.accept()
-                except OSError:
-                    continue
-                with conn:
-                    conn.sendall(b"hello\\n")
-''')
+from support import LINE_SERVICE_PY, descendants, free_port, kill_pids, wait_for
 
 
 def _ages(status_path: Path) -> list[float]:
@@ -56,7 +29,7 @@ def _ages(status_path: Path) -> list[float]:
 def test_an_own_serving_loop_keeps_a_fresh_heartbeat_and_a_frozen_one_does_not(
     tmp_path: Path,
 ) -> None:
-    (tmp_path / "services.py").write_text(OWN_SERVE)
+    (tmp_path / "services.py").write_text(LINE_SERVICE_PY)
     port = free_port()
     (tmp_path / "appd.toml").write_text(
         f'paths = ["."]\npid_file = "run/appd.pid"\nlog_format = "json"\n'

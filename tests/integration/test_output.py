@@ -57,6 +57,29 @@ def _said(records: list[dict[str, Any]], names: list[str]) -> None:
     assert len(started) == 2 * len(names)
 
 
+#: The services of each test, two processes each.
+NAMES = ["alpha", "beta"]
+
+
+def _run_and_stop(
+    tmp_path: Path, output: IO[bytes] | socket.socket | int, *, hand_over: bool
+) -> None:
+    """``appd run`` in a project in ``tmp_path`` with its output on ``output``: every service
+    of :data:`NAMES` answers without a restart, and ``appd run`` stops cleanly. With
+    ``hand_over``, this process's copy of ``output`` is closed once ``appd run`` holds it (the
+    reader then sees the end when the last writer exits)."""
+    with project_in(tmp_path) as project:
+        project.write_config({name: {"processes": 2} for name in NAMES})
+        _start(project, output)
+        if hand_over:
+            if isinstance(output, int):
+                os.close(output)
+            else:
+                output.close()
+        _answers_without_restarts(project, NAMES)
+        assert project.stop() == 0
+
+
 def _json_lines(data: bytes) -> list[dict[str, Any]]:
     lines = data.decode().splitlines()
     assert lines
@@ -74,32 +97,22 @@ def test_run_with_output_on_a_unix_stream_socket(tmp_path: Path) -> None:
 
     reader = threading.Thread(target=drain, daemon=True)
     reader.start()
-    names = ["alpha", "beta"]
-    with project_in(tmp_path) as project:
-        project.write_config({name: {"processes": 2} for name in names})
-        _start(project, theirs)
-        theirs.close()
-        _answers_without_restarts(project, names)
-        assert project.stop() == 0
+    _run_and_stop(tmp_path, theirs, hand_over=True)
     reader.join(timeout=10)
     records = _json_lines(bytes(received))
-    assert {r.get("service") for r in records} >= set(names)
-    _said(records, names)
+    assert {r.get("service") for r in records} >= set(NAMES)
+    _said(records, NAMES)
 
 
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("mode", ["wb", "ab"])
 def test_run_with_output_to_a_file_keeps_every_record_whole(tmp_path: Path, mode: str) -> None:
     out = tmp_path / "out.log"
-    names = ["alpha", "beta"]
-    with project_in(tmp_path) as project, out.open(mode) as file:
-        project.write_config({name: {"processes": 2} for name in names})
-        _start(project, file)
-        _answers_without_restarts(project, names)
-        assert project.stop() == 0
+    with out.open(mode) as file:
+        _run_and_stop(tmp_path, file, hand_over=False)
     records = _json_lines(out.read_bytes())
-    assert {r.get("service") for r in records} >= set(names)
-    _said(records, names)
+    assert {r.get("service") for r in records} >= set(NAMES)
+    _said(records, NAMES)
 
 
 @pytest.mark.timeout(90)
@@ -113,18 +126,12 @@ def test_run_with_output_to_a_pipe_keeps_every_record_whole(tmp_path: Path) -> N
 
     reader = threading.Thread(target=drain, daemon=True)
     reader.start()
-    names = ["alpha", "beta"]
     try:
-        with project_in(tmp_path) as project:
-            project.write_config({name: {"processes": 2} for name in names})
-            _start(project, write_end)
-            os.close(write_end)
-            _answers_without_restarts(project, names)
-            assert project.stop() == 0
+        _run_and_stop(tmp_path, write_end, hand_over=True)
         reader.join(timeout=10)
     finally:
         os.close(read_end)
-    _said(_json_lines(bytes(received)), names)
+    _said(_json_lines(bytes(received)), NAMES)
 
 
 @pytest.mark.timeout(90)
@@ -145,13 +152,7 @@ def test_run_with_output_on_a_datagram_socket_sends_one_record_per_datagram(
 
     reader = threading.Thread(target=drain, daemon=True)
     reader.start()
-    names = ["alpha", "beta"]
-    with project_in(tmp_path) as project:
-        project.write_config({name: {"processes": 2} for name in names})
-        _start(project, theirs)
-        theirs.close()
-        _answers_without_restarts(project, names)
-        assert project.stop() == 0
+    _run_and_stop(tmp_path, theirs, hand_over=True)
     wait_for(lambda: any(b"stopped" in d for d in datagrams[-3:]), timeout=5,
              message="the last records")
     done.set()
@@ -160,4 +161,4 @@ def test_run_with_output_on_a_datagram_socket_sends_one_record_per_datagram(
     for datagram in datagrams:
         assert datagram.endswith(b"\n") and datagram.count(b"\n") == 1, datagram[:200]
         records.append(json.loads(datagram))
-    _said(records, names)
+    _said(records, NAMES)

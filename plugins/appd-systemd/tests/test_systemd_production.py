@@ -12,35 +12,8 @@ import threading
 import time
 
 import pytest
-from support import free_port, wait_for
+from support import LINE_SERVICE_PY, free_port, wait_for
 from systemd_fixtures import NotifySocket, Project
-
-OWN_SERVE = '''
-
-import socket as _socket
-
-from appd import AppServiceBase, quit_requested
-
-
-class LineService(AppServiceBase):
-    """A protocol of its own: one line per connection."""
-
-    port = 0
-    setting_names = AppServiceBase.setting_names | {"port"}
-
-    def bind(self):
-        return _socket.create_server(("127.0.0.1", self.port))
-
-    def serve(self, listener):
-        listener.settimeout(0.1)
-        while not quit_requested():
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                continue
-            with conn:
-                conn.sendall(b"hello\\n")
-'''
 
 
 @pytest.mark.timeout(120)
@@ -48,7 +21,7 @@ def test_journal_stream_output_own_serving_loop_ready_and_watchdog(
     project: Project, notify_socket: NotifySocket
 ) -> None:
     services = project.root / "services.py"
-    services.write_text(services.read_text() + OWN_SERVE)
+    services.write_text(services.read_text() + LINE_SERVICE_PY)
     project.ports["line"] = free_port()
     project.write_config()
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
