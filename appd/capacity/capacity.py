@@ -91,6 +91,11 @@ class Capacity:
         cut_short = call_deadline is not None and call_deadline < deadline
         if cut_short:
             deadline = call_deadline  # type: ignore[assignment]
+            if deadline <= time.monotonic():  # nobody waits for what the lease would guard
+                raise DeadlineExceeded(
+                    f"capacity {self.name!r}: the call's deadline had passed before a slot was "
+                    "asked for; it was not executed"
+                )
         holder = new_holder_id()
         attempt = 0
         try:
@@ -162,13 +167,15 @@ class Acquire:
         # waiters must never fill that executor and so hold up the releases they wait for.
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Lease] = loop.create_future()
+        handover = _Handover()
 
         def acquire() -> None:
             try:
                 lease = self.capacity.acquire_lease(self.timeout)
             except Exception as exc:
                 _settle_soon(loop, future, None, exc)
-            else:
+                return
+            if handover.keep(lease):
                 _settle_soon(loop, future, lease, None)
 
         context = contextvars.copy_context()  # the task's deadline bounds the wait
@@ -176,7 +183,13 @@ class Acquire:
             target=context.run, args=(acquire,),
             name=f"appd-capacity-{self.capacity.name}-acquire", daemon=True,
         ).start()
-        self.lease = await future  # cancelling the task cancels the future: see _settle
+        try:
+            self.lease = await future
+        except asyncio.CancelledError:
+            # The task gave up: a lease granted meanwhile (or later) goes back at once, even
+            # when the loop ends before the hand-over below would have run.
+            handover.abandon()
+            raise
         return self.lease
 
     async def __aexit__(
@@ -185,6 +198,33 @@ class Acquire:
     ) -> None:
         if self.lease is not None:
             self.lease.release()  # one short round trip at most: not worth a thread
+
+
+class _Handover:
+    """A lease on its way from the acquiring thread to a task that may give up meanwhile:
+    whichever of the two comes second releases it, so no slot outlives an abandoned wait."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lease: Lease | None = None
+        self._abandoned = False
+
+    def keep(self, lease: Lease) -> bool:
+        """The acquiring thread: False (and the lease released) when the task gave up."""
+        with self._lock:
+            if not self._abandoned:
+                self._lease = lease
+                return True
+        lease.release()
+        return False
+
+    def abandon(self) -> None:
+        """The task: gives up; a lease already granted is released."""
+        with self._lock:
+            self._abandoned = True
+            lease, self._lease = self._lease, None
+        if lease is not None:
+            lease.release()
 
 
 def _settle_soon(

@@ -564,10 +564,19 @@ class _Connection:
         serving: from the server's loop, or from a thread of the connection's own."""
         # The receive wakes every tick to notice shutdown, the idle timeout and frame deadline.
         set_kernel_timeouts(self.sock, CONNECTION_TICK, self.write_timeout)
-        if self.loop is not None:
-            self.loop.add(self)
-        else:
-            threading.Thread(target=self._run, name=f"appd-conn-{self.peer}", daemon=True).start()
+        try:
+            if self.loop is not None:
+                self.loop.add(self)
+            else:
+                threading.Thread(
+                    target=self._run, name=f"appd-conn-{self.peer}", daemon=True
+                ).start()
+        except RuntimeError as exc:  # no thread to be had (a thread limit): nothing was read
+            log.error(
+                "closing connection: no thread can be started to serve it",
+                service=self.server.settings.name, peer=self.peer, error=str(exc),
+            )
+            self.close()
 
     def on_readable(self) -> None:
         """Serving loop: read what arrived, serve each whole request in it; close the
@@ -837,7 +846,7 @@ class _Connection:
             # before it, so its own caller may not be told "not executed".
             return encode_error(
                 request.id, "timeout", "RequestTimeout",
-                f"{request.cmd!r} ran out of its deadline in a call it made ({exc})",
+                f"{request.cmd!r} ran out of its deadline in a call it made to {exc.address}",
             )
         except RequestTimeout as exc:
             return encode_error(request.id, "timeout", "RequestTimeout", str(exc))

@@ -69,11 +69,13 @@ class ServingLoop:
         self._returned = self.arrived
 
     def add(self, conn: LoopConnection) -> None:
-        """Serve ``conn`` from the loop (starts the loop's thread on first use)."""
+        """Serve ``conn`` from the loop (starts the loop's thread on first use).
+        :class:`RuntimeError` (and ``conn`` not watched) when that thread cannot be started."""
         self._watch(conn)
         with self._lock:
-            if self._thread is None and not self._stopped:
-                self._spawn()
+            if self._thread is None and not self._stopped and not self._spawn():
+                self.remove(conn)
+                raise RuntimeError("no thread can be started to serve the loop")
 
     def remove(self, conn: LoopConnection) -> None:
         """Stop watching ``conn`` (before it is closed, so its descriptor can be reused)."""
@@ -130,8 +132,13 @@ class ServingLoop:
         self.remove(conn)
         if not self._spawn():
             self._current, self._busy_since = conn, since
-            with contextlib.suppress(OSError, ValueError):
-                self._watch(conn)
+            # Its own thread may be closing it meanwhile (without this lock): never take over
+            # a reused descriptor's entry, and never keep watching a closed one.
+            if not conn.closed and conn.sock.fileno() not in self._conns:
+                with contextlib.suppress(OSError, ValueError):
+                    self._watch(conn)
+                if conn.closed:
+                    self.remove(conn)
 
     def _spawn(self) -> bool:
         """With the lock held: start a thread to serve the loop; False (and nothing changed)

@@ -14,9 +14,10 @@ import pytest
 from capacity_support import Holder, assert_fencing_order, peak_holders, read_churn_log
 from support import wait_for
 
+import appd
 from appd.capacity import Capacity
 from appd.config import CapacityConfig
-from appd.errors import CapacityTimeout
+from appd.errors import CapacityTimeout, DeadlineExceeded
 
 
 @pytest.fixture
@@ -116,6 +117,15 @@ def test_an_acquire_timeout_of_zero_tries_once(capacity: Capacity) -> None:
         with pytest.raises(CapacityTimeout, match="within 0 s"):
             capacity.acquire_lease(timeout=0)
         assert time.monotonic() - started < 0.1
+
+
+def test_no_slot_is_taken_for_a_call_whose_deadline_has_passed(capacity: Capacity) -> None:
+    """Even with every slot free: nobody waits for what the lease would guard."""
+    with appd.deadline(0), pytest.raises(DeadlineExceeded, match="not executed"):
+        capacity.acquire_lease()
+    assert capacity.status().holders == ()
+    with appd.deadline(5), capacity.acquire() as lease:  # time left: granted as before
+        assert not lease.lost
 
 
 def test_a_removed_slot_directory_makes_the_lease_lost(

@@ -233,20 +233,31 @@ class PduPool:
 
     def _request(self, line: str) -> str:
         deadline = self._wait_until()
+        failed: PduUnavailable | None = None  # the first attempt's, which may have reached it
         for attempt in range(2):
-            conn = self._acquire(deadline)
+            try:
+                conn = self._acquire(deadline)
+            except DeadlineExceeded:
+                if failed is not None:  # not "not executed": the first attempt may have run
+                    raise failed from None
+                raise
             try:
                 self._worth_sending(line)
                 started = time.monotonic()
                 reply = conn.request(line)
-                self._timed_at = now = time.monotonic()
-                self.command_time += COMMAND_TIME_WEIGHT * (now - started - self.command_time)
-            except PduUnavailable:
+                self._time(started)
+            except PduUnavailable as exc:
                 self._release(conn, broken=True)
                 if attempt == 1:
                     raise
+                failed = exc
                 continue
-            except (PduError, DeadlineExceeded):
+            except DeadlineExceeded:
+                self._release(conn, broken=False)
+                if failed is not None:
+                    raise failed from None
+                raise
+            except PduError:
                 self._release(conn, broken=False)  # a refused command leaves the session good
                 raise
             except BaseException:
@@ -255,6 +266,17 @@ class PduPool:
             self._release(conn, broken=False)
             return reply
         raise AssertionError("unreachable")
+
+    def _time(self, started: float) -> None:
+        """Take a command that began at ``started`` and just ended into :attr:`command_time`
+        (it replaces an estimate too old to trust rather than blending into it)."""
+        now = time.monotonic()
+        took = now - started
+        if now - self._timed_at > COMMAND_TIME_MEMORY:
+            self.command_time = took
+        else:
+            self.command_time += COMMAND_TIME_WEIGHT * (took - self.command_time)
+        self._timed_at = now
 
     def _worth_sending(self, line: str) -> None:
         """:class:`~appd.DeadlineExceeded` when the caller has less time left than a command
