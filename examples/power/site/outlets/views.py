@@ -23,7 +23,7 @@ def _call(cmd: str, outlet: int) -> JsonResponse:
         return JsonResponse({"error": exc.remote_message}, status=status)
     except (ConnectFailed, ServiceBusy) as exc:
         return JsonResponse({"error": f"the power service is unavailable: {exc}"}, status=503)
-    except RequestTimeout as exc:  # DeadlineExceeded too: its message says "not executed"
+    except RequestTimeout as exc:  # DeadlineExceeded too (exc.not_executed: it did not run)
         return JsonResponse({"error": str(exc)}, status=504)
     except AppdError as exc:
         return JsonResponse({"error": str(exc)}, status=502)
