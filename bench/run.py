@@ -89,7 +89,10 @@ def serve_asyncio(ready: Any) -> None:
 
 
 def serve_mpconn(ready: Any) -> None:
-    listener = MpListener(("127.0.0.1", 0), authkey=KEY.encode())
+    # multiprocessing.connection listens with a backlog of 1 unless told: 8 clients connecting
+    # at once then lose connections the kernel completed but never queued (a client waits
+    # for its challenge for ever).
+    listener = MpListener(("127.0.0.1", 0), authkey=KEY.encode(), backlog=64)
     ready.put(listener.address[1])
 
     def conn_loop(conn: Any) -> None:
