@@ -24,7 +24,7 @@ from appd.transport.protocol import (
     encode_request,
 )
 
-#: How long a peer may wait for an answer or a close: frame_timeout and handshake_timeout (1 s
+#: How long a peer may wait for an answer or a close: frame_timeout and handshake_timeout (0.3 s
 #: at most) plus the sweep interval, with room for a loaded machine.
 VERDICT_WITHIN = 6.0
 MEMORY_BOUND_KIB = 64 * 1024
@@ -35,7 +35,7 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     fixtures = sys.modules["appd_transport_fixtures"]
     service = fixtures.start_service(
         tmp_path_factory.mktemp("fuzz"),
-        {"handshake_timeout": 1.0, "frame_timeout": 0.5, "idle_timeout": 1.0,
+        {"handshake_timeout": 0.3, "frame_timeout": 0.2, "idle_timeout": 1.0,
          "max_frame_size": 1024 * 1024},
     )
     service.assert_serving()
