@@ -318,8 +318,9 @@ def test_pool_waits_no_longer_than_its_callers_deadline(pdu: Running) -> None:
             pool.request("OFF 5")
         assert pool.request("STATUS 5") == "5 ON"  # not switched off: never sent
         assert _stats(pdu)["PEAK"] == before["PEAK"]
-        with appd.deadline(0), pytest.raises(appd.DeadlineExceeded, match="0 ms left"):
+        with appd.deadline(0), pytest.raises(appd.DeadlineExceeded, match="not executed"):
             pool.request("OFF 5")  # no time left at all: not sent, whatever the estimate
+        assert pool.request("STATUS 5") == "5 ON"
     finally:
         pool.close()
 
@@ -336,7 +337,7 @@ def test_pool_never_says_not_executed_after_a_command_may_have_reached_the_devic
             conn, _ = listener.accept()
             with conn:
                 conn.sendall(b"HELLO PDU 8\n")
-                received.append(conn.makefile("rb").readline().decode().strip())
+                received.append(conn.recv(64).decode().strip())  # the pool sends one line
                 time.sleep(0.3)  # past the caller's deadline, then the session ends unanswered
 
         thread = threading.Thread(target=device, daemon=True)

@@ -412,6 +412,10 @@ class PduPool:
         A capacity backend that failed while this request waited fails it too, at once: each
         queued request would otherwise wait out a backend timeout of its own in turn."""
         entered = time.monotonic()
+        if time_remaining() == 0.0:  # not even a free session is worth taking now
+            raise DeadlineExceeded(
+                "the call's deadline passed before it took a PDU connection; it was not executed"
+            )
         while True:
             if self._closed:
                 raise PduUnavailable("the PDU pool is closed")
