@@ -47,6 +47,27 @@ def loop() -> Iterator[ServingLoop]:
     serving.stop()
 
 
+def _refuse_to_start(self: threading.Thread) -> None:
+    """``Thread.start`` of a process at its thread limit."""
+    raise RuntimeError("can't start new thread")
+
+
+@pytest.fixture
+def held(loop: ServingLoop) -> Iterator[tuple[_Conn, _Conn]]:
+    """Two connections in the loop; the loop's thread is held inside ``slow``'s request."""
+    slow, fast = _Conn("slow"), _Conn("fast")
+    try:
+        loop.add(slow)
+        loop.add(fast)
+        slow.peer.sendall(b"h")
+        assert wait_for(lambda: loop._current is slow, timeout=10)
+        yield slow, fast
+    finally:
+        slow.hold.set()
+        slow.close()
+        fast.close()
+
+
 def test_serves_every_connection_from_one_thread(loop: ServingLoop) -> None:
     conns = [_Conn(str(i)) for i in range(3)]
     try:
@@ -63,30 +84,23 @@ def test_serves_every_connection_from_one_thread(loop: ServingLoop) -> None:
             conn.close()
 
 
-def test_a_long_request_hands_the_loop_to_another_thread(loop: ServingLoop) -> None:
-    slow, fast = _Conn("slow"), _Conn("fast")
-    try:
-        loop.add(slow)
-        loop.add(fast)
-        slow.peer.sendall(b"h")
-        assert wait_for(lambda: loop._current is slow, timeout=10)
-        fast.peer.sendall(b"x")
-        loop.check(time.monotonic() + HANDOFF_AFTER * 2)  # as if it overran the threshold
-        assert wait_for(lambda: fast.seen, timeout=10)  # served while slow still holds
-        assert not slow.seen
-        slow.peer.sendall(b"y")  # must not be read by the new thread while slow is held
-        fast.peer.sendall(b"z")
-        assert wait_for(lambda: len(fast.seen) == 2, timeout=10)
-        assert not slow.seen
-        slow.hold.set()
-        # The old thread finishes, gives the connection back, and the loop reads it again.
-        assert wait_for(lambda: len(slow.seen) == 2, timeout=10)
-        assert slow.seen[1][0] == b"y"
-        assert slow.seen[0][1] != fast.seen[0][1]
-    finally:
-        slow.hold.set()
-        slow.close()
-        fast.close()
+def test_a_long_request_hands_the_loop_to_another_thread(
+    loop: ServingLoop, held: tuple[_Conn, _Conn]
+) -> None:
+    slow, fast = held
+    fast.peer.sendall(b"x")
+    loop.check(time.monotonic() + HANDOFF_AFTER * 2)  # as if it overran the threshold
+    assert wait_for(lambda: fast.seen, timeout=10)  # served while slow still holds
+    assert not slow.seen
+    slow.peer.sendall(b"y")  # must not be read by the new thread while slow is held
+    fast.peer.sendall(b"z")
+    assert wait_for(lambda: len(fast.seen) == 2, timeout=10)
+    assert not slow.seen
+    slow.hold.set()
+    # The old thread finishes, gives the connection back, and the loop reads it again.
+    assert wait_for(lambda: len(slow.seen) == 2, timeout=10)
+    assert slow.seen[1][0] == b"y"
+    assert slow.seen[0][1] != fast.seen[0][1]
 
 
 def test_a_quick_request_is_not_handed_off(loop: ServingLoop) -> None:
@@ -104,31 +118,37 @@ def test_a_quick_request_is_not_handed_off(loop: ServingLoop) -> None:
 
 
 def test_a_hand_off_without_a_thread_to_spare_keeps_the_old_thread(
-    loop: ServingLoop, monkeypatch: pytest.MonkeyPatch
+    loop: ServingLoop, held: tuple[_Conn, _Conn], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """When no thread can be started (a thread limit), the thread holding the loop keeps it:
     it goes on serving every connection once its long request ends."""
-    slow, fast = _Conn("slow"), _Conn("fast")
+    slow, fast = held
+    monkeypatch.setattr(threading.Thread, "start", _refuse_to_start)
+    loop.check(time.monotonic() + HANDOFF_AFTER * 2)
+    loop.hand_off(slow)
+    monkeypatch.undo()
+    assert loop._current is slow  # still the loop's thread
+    slow.peer.sendall(b"y")
+    fast.peer.sendall(b"x")
+    slow.hold.set()
+    assert wait_for(lambda: len(slow.seen) == 2 and fast.seen, timeout=10)
+    assert {thread for c in (slow, fast) for _, thread in c.seen} == {slow.seen[0][1]}
+
+
+def test_a_loop_that_cannot_start_its_thread_refuses_the_connection(
+    loop: ServingLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first connection starts the loop's thread: if it cannot, ``add`` says so (the
+    server then closes the connection) rather than watching a socket nobody serves."""
+    conn = _Conn("first")
     try:
-        loop.add(slow)
-        loop.add(fast)
-        slow.peer.sendall(b"h")
-        assert wait_for(lambda: loop._current is slow, timeout=10)
-
-        def refuse(self: threading.Thread) -> None:
-            raise RuntimeError("can't start new thread")
-
-        monkeypatch.setattr(threading.Thread, "start", refuse)
-        loop.check(time.monotonic() + HANDOFF_AFTER * 2)
-        loop.hand_off(slow)
+        monkeypatch.setattr(threading.Thread, "start", _refuse_to_start)
+        with pytest.raises(RuntimeError):
+            loop.add(conn)
         monkeypatch.undo()
-        assert loop._current is slow  # still the loop's thread
-        slow.peer.sendall(b"y")
-        fast.peer.sendall(b"x")
-        slow.hold.set()
-        assert wait_for(lambda: len(slow.seen) == 2 and fast.seen, timeout=10)
-        assert {thread for c in (slow, fast) for _, thread in c.seen} == {slow.seen[0][1]}
+        assert loop._conns == {}
+        loop.add(conn)  # threads to be had again: served
+        conn.peer.sendall(b"x")
+        assert wait_for(lambda: conn.seen, timeout=10)
     finally:
-        slow.hold.set()
-        slow.close()
-        fast.close()
+        conn.close()
