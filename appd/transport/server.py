@@ -842,11 +842,12 @@ class _Connection:
                 # short by the deadline): the request was not executed.
                 self.limiter.expire(request.cmd)
                 return encode_deadline(request.id, str(exc))
-            # A call to another service ran out of the deadline: this handler may have acted
-            # before it, so its own caller may not be told "not executed".
+            # A call to another service ran out of the deadline (or the handler said it may
+            # have acted): its own caller may not be told "not executed".
+            where = f"in a call it made to {exc.address}" if exc.address else f"({exc})"
             return encode_error(
                 request.id, "timeout", "RequestTimeout",
-                f"{request.cmd!r} ran out of its deadline in a call it made to {exc.address}",
+                f"{request.cmd!r} ran out of its deadline {where}",
             )
         except RequestTimeout as exc:
             return encode_error(request.id, "timeout", "RequestTimeout", str(exc))
