@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import KEY, RawClient, RunningService, closed_by_peer
+from transport_service import KEY, RawClient, RunningService, closed_by_peer
 
 from appd import AuthenticationFailed, RemoteError, RequestTimeout
 from appd.errors import ConnectionLost

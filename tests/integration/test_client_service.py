@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import KEY, RunningService, stop_service
+from transport_service import KEY, RunningService, stop_service
 
 from appd import (
     AddressInUse,

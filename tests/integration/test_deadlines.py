@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 from capacity_support import Holder
-from conftest import RawClient, RunningService
 from support import wait_for
+from transport_service import RawClient, RunningService
 
 import appd
 from appd import (

@@ -12,7 +12,14 @@ from pathlib import Path
 
 import msgpack
 import pytest
-from conftest import KEY, RawClient, RunningService, closed_by_peer, start_service, stop_service
+from transport_service import (
+    KEY,
+    RawClient,
+    RunningService,
+    closed_by_peer,
+    start_service,
+    stop_service,
+)
 
 from appd.errors import ProtocolError
 from appd.transport import crypto

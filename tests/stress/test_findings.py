@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from measure import peak_rss_kib, rss_kib, threads
 from support import wait_for
+from transport_service import RawClient, closed_by_peer
 
 from appd.errors import AppdError
 from appd.transport.protocol import encode_request
@@ -25,16 +26,12 @@ from appd.transport.protocol import encode_request
 HERE = Path(__file__).resolve().parent
 
 
-def _fixtures() -> Any:
-    return sys.modules["appd_transport_fixtures"]
-
-
 def _raw_client(service: Any) -> Any:
-    return _fixtures().RawClient(service.raw_socket())
+    return RawClient(service.raw_socket())
 
 
 def _closed_by_peer(sock: socket.socket, timeout: float = 10.0) -> bool:
-    return bool(_fixtures().closed_by_peer(sock, timeout))
+    return bool(closed_by_peer(sock, timeout))
 
 
 @pytest.mark.parametrize(

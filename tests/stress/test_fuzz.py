@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from measure import rss_kib
+from transport_service import RawClient, start_service, stop_service
 
 from appd.transport.protocol import (
     MAGIC,
@@ -32,8 +32,7 @@ MEMORY_BOUND_KIB = 64 * 1024
 
 @pytest.fixture(scope="module")
 def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    fixtures = sys.modules["appd_transport_fixtures"]
-    service = fixtures.start_service(
+    service = start_service(
         tmp_path_factory.mktemp("fuzz"),
         {"handshake_timeout": 0.3, "frame_timeout": 0.2, "idle_timeout": 1.0,
          "max_frame_size": 1024 * 1024},
@@ -41,7 +40,7 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     service.assert_serving()
     service.rss_before = rss_kib(service.proc.pid)
     yield service
-    fixtures.stop_service(service)
+    stop_service(service)
 
 
 def _verdict(sock: socket.socket) -> str:
@@ -132,8 +131,7 @@ def _body(kind: str, value: Any, noise: bytes) -> bytes:
 def test_after_authentication(
     fuzzed: Any, kind: str, value: Any, noise: bytes, changes: list[tuple[int, int]], how: str
 ) -> None:
-    fixtures = sys.modules["appd_transport_fixtures"]
-    raw = fixtures.RawClient(fuzzed.raw_socket())
+    raw = RawClient(fuzzed.raw_socket())
     frame = raw.session.seal_frame(_body(kind, value, noise))
     if how == "mutated-sealed" and changes:
         frame = frame[:4] + _mutate(frame[4:], changes, None)
