@@ -185,9 +185,9 @@ class Acquire:
         ).start()
         try:
             self.lease = await future
-        except asyncio.CancelledError:
-            # The task gave up: a lease granted meanwhile (or later) goes back at once, even
-            # when the loop ends before the hand-over below would have run.
+        except BaseException:
+            # The task gave up (cancelled, or closed with its loop): a lease granted meanwhile
+            # (or later) goes back at once, even when the hand-over above never runs.
             handover.abandon()
             raise
         return self.lease

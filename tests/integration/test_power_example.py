@@ -374,6 +374,16 @@ def test_pool_forgets_a_command_time_it_has_not_measured_lately(
         pool.close()
 
 
+def test_pool_blends_a_slow_command_that_began_on_a_fresh_estimate() -> None:
+    """Staleness is judged when a command begins: one slow command that began 0.5 s after a
+    sample is averaged in, not taken as the whole estimate."""
+    pool = _module("pool").PduPool("127.0.0.1", 1, 1)
+    now = time.monotonic()
+    pool.command_time, pool._timed_at = 0.05, now - 5.5
+    pool._time(started=now - 5.0)  # a 5 s command
+    assert pool.command_time == pytest.approx(0.05 + 0.1 * (5.0 - 0.05), abs=0.01)
+
+
 def test_pool_reports_an_unreachable_pdu_clearly() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -272,7 +272,7 @@ class PduPool:
         (it replaces an estimate too old to trust rather than blending into it)."""
         now = time.monotonic()
         took = now - started
-        if now - self._timed_at > COMMAND_TIME_MEMORY:
+        if started - self._timed_at > COMMAND_TIME_MEMORY:  # stale when the command began
             self.command_time = took
         else:
             self.command_time += COMMAND_TIME_WEIGHT * (took - self.command_time)
