@@ -190,6 +190,12 @@ class DeadlineExceeded(RequestTimeout):
         super().__init__(message, not_executed=not_executed)
         self.address = address
 
+    @property
+    def unstarted(self) -> bool:
+        """True when this process gave up before the request acted (a wait in it raised this,
+        or a handler's own give-up): its caller may be told "not executed"."""
+        return self.address is None and self.not_executed
+
 
 class ServiceBusy(TransportError):
     """The service turned the request away: too many connections, or its queue was full or the

@@ -241,12 +241,11 @@ def _settle_soon(
 
 
 def _settle(future: asyncio.Future[Lease], lease: Lease | None, exc: Exception | None) -> None:
-    """On the loop: hand the outcome to the waiting task, or give back a slot granted after it
-    was cancelled (never leak one)."""
+    """On the loop: hand the outcome to the waiting task.  (A task that was cancelled meanwhile
+    has given its lease back already: see :class:`_Handover`.)"""
     if future.cancelled():
-        if lease is not None:
-            lease.release()
-    elif exc is not None:
+        return
+    if exc is not None:
         future.set_exception(exc)
     else:
         assert lease is not None

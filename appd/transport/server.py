@@ -837,7 +837,7 @@ class _Connection:
         try:
             result = self.handler(request)
         except DeadlineExceeded as exc:
-            if exc.address is None and exc.not_executed:
+            if exc.unstarted:
                 # Raised in this process before the handler acted (e.g. a capacity wait cut
                 # short by the deadline): the request was not executed.
                 self.limiter.expire(request.cmd)

@@ -233,50 +233,49 @@ class PduPool:
 
     def _request(self, line: str) -> str:
         deadline = self._wait_until()
-        failed: PduUnavailable | None = None  # the first attempt's, which may have reached it
-        for attempt in range(2):
+        try:
+            return self._attempt(line, deadline)
+        except PduUnavailable as failed:  # the session broke: once more on a fresh one
             try:
-                conn = self._acquire(deadline)
-            except DeadlineExceeded:
-                if failed is not None:  # not "not executed": the first attempt may have run
-                    raise failed from None
-                raise
-            try:
-                self._worth_sending(line)
-                started = time.monotonic()
-                reply = conn.request(line)
-                self._time(started)
-            except PduUnavailable as exc:
-                self._release(conn, broken=True)
-                if attempt == 1:
-                    raise
-                failed = exc
-                continue
-            except DeadlineExceeded:
-                self._release(conn, broken=False)
-                if failed is not None:
-                    raise failed from None
-                raise
-            except PduError:
-                self._release(conn, broken=False)  # a refused command leaves the session good
-                raise
-            except BaseException:
-                self._release(conn, broken=True)  # interrupted mid-exchange: state unknown
-                raise
-            self._release(conn, broken=False)
-            return reply
-        raise AssertionError("unreachable")
+                return self._attempt(line, deadline)
+            except DeadlineExceeded:  # not "not executed": the first attempt may have run
+                raise failed from None
+
+    def _attempt(self, line: str, deadline: float) -> str:
+        """Send ``line`` once on a pooled connection and return the reply."""
+        conn = self._acquire(deadline)
+        try:
+            self._worth_sending(line)
+            started = time.monotonic()
+            reply = conn.request(line)
+            self._time(started)
+        except PduUnavailable:
+            self._release(conn, broken=True)
+            raise
+        except (PduError, DeadlineExceeded):
+            self._release(conn, broken=False)  # a refused command leaves the session good
+            raise
+        except BaseException:
+            self._release(conn, broken=True)  # interrupted mid-exchange: state unknown
+            raise
+        self._release(conn, broken=False)
+        return reply
 
     def _time(self, started: float) -> None:
         """Take a command that began at ``started`` and just ended into :attr:`command_time`
         (it replaces an estimate too old to trust rather than blending into it)."""
         now = time.monotonic()
         took = now - started
-        if started - self._timed_at > COMMAND_TIME_MEMORY:  # stale when the command began
+        if self._stale(started):  # judged when the command began
             self.command_time = took
         else:
             self.command_time += COMMAND_TIME_WEIGHT * (took - self.command_time)
         self._timed_at = now
+
+    def _stale(self, at: float) -> bool:
+        """True when :attr:`command_time` had no sample for :data:`COMMAND_TIME_MEMORY`
+        seconds at ``at``."""
+        return at - self._timed_at > COMMAND_TIME_MEMORY
 
     def _worth_sending(self, line: str) -> None:
         """:class:`~appd.DeadlineExceeded` when the caller has less time left than a command
@@ -286,7 +285,7 @@ class PduPool:
         if left is None:
             return
         takes = self.command_time
-        if time.monotonic() - self._timed_at > COMMAND_TIME_MEMORY:
+        if self._stale(time.monotonic()):
             takes = 0.0  # no recent sample: let this one measure the device again
         if left <= 0.0 or left < takes:
             raise DeadlineExceeded(

@@ -252,7 +252,7 @@ class PrometheusPlugin:
         try:
             result = yield
         except DeadlineExceeded as exc:
-            if exc.address is None and exc.not_executed:
+            if exc.unstarted:
                 raise  # not run (a capacity wait cut short): counted as expired by the sampler
             metrics.observe(request.cmd, "timeout", time.perf_counter() - started)
             raise  # a call the handler made ran out of time: answered as a timeout
