@@ -14,15 +14,15 @@ from types import TracebackType
 from typing import Any
 
 from appd.errors import ConnectFailed, ProtocolError
+from appd.scope import current_scope, new_request_id
 from appd.transport.client import (
     HANDSHAKE_ATTEMPTS,
     RECV_SIZE,
     ClientBase,
-    _Call,
     closed_during_handshake,
     single_result,
 )
-from appd.transport.protocol import FrameDecoder, Reply, Session, decode_reply
+from appd.transport.protocol import FrameDecoder, Session, ok_results, unpack
 
 __all__ = ["AsyncSecureSocketAppClient"]
 
@@ -113,71 +113,91 @@ class AsyncSecureSocketAppClient(ClientBase):
     ]:
         """Send a request and wait for ``(res_args, res_kwargs)`` (errors as the blocking
         client raises them)."""
-        call = self._start(reqcmd)
+        if type(reqcmd) is not str:
+            self._check_command(reqcmd)
+        scope_at, rid = current_scope()
         if self._pid != os.getpid():
             self._conn, self._lock, self._pid = None, None, os.getpid()
         if self._lock is None:
             self._lock = asyncio.Lock()
         lock = self._lock
-        if call.scope_at is None:
+        if scope_at is None:
             await lock.acquire()
         else:
             try:  # another task's call may be in progress: wait, up to the scope's deadline
-                async with asyncio.timeout_at(_loop_time(call.scope_at)):
+                async with asyncio.timeout_at(_loop_time(scope_at)):
                     await lock.acquire()
             except TimeoutError:
-                raise self._expired_unsent(call) from None
+                raise self._expired_unsent(reqcmd) from None
         try:
+            call_id = next(self._ids)
+            rid = rid or new_request_id()
             for attempt in range(2):
-                reply = await self._exchange(call, args, kwargs, last=attempt == 1)
-                if reply is not None:
-                    return self._result(reply, call.id, reqcmd)
+                results = await self._exchange(
+                    call_id, reqcmd, args, kwargs, scope_at, rid, last=attempt == 1
+                )
+                if results is not None:
+                    return results
         finally:
             lock.release()
         raise self._kept_closing()
 
     async def _exchange(
-        self, call: _Call, args: tuple[Any, ...], kwargs: dict[str, Any], last: bool
-    ) -> Reply | None:
+        self,
+        call_id: int,
+        reqcmd: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        scope_at: float | None,
+        rid: str,
+        last: bool,
+    ) -> tuple[list[Any], dict[str, Any]] | None:
+        """One attempt; None when the request provably did not reach a handler (retry)."""
         conn = self._conn
         if conn is not None and conn.reader.at_eof():
             self._drop()
             conn = None
         if conn is None:
-            scope_at = call.scope_at
             if scope_at is not None and scope_at < time.monotonic() + self.connect_timeout:
                 try:
                     async with asyncio.timeout_at(_loop_time(scope_at)):
                         conn = await self._connect()
                 except (TimeoutError, ConnectFailed):
                     if time.monotonic() >= scope_at:
-                        raise self._expired_unsent(call) from None
+                        raise self._expired_unsent(reqcmd) from None
                     raise
             else:
                 conn = await self._connect()
             self._conn = conn
         assert conn.session is not None
+        # The deadline: ``timeout`` from now (connecting does not count), or the scope's.
+        now = time.monotonic()
+        at = now + self.timeout
+        scoped = scope_at is not None and scope_at < at
+        if scoped:
+            at = scope_at  # type: ignore[assignment]
         try:
-            conn.writer.write(conn.session.seal_frame(self._encode(call, args, kwargs)))
+            body = self._body(call_id, reqcmd, args, kwargs, at - now, rid)
+            conn.writer.write(conn.session.seal_frame(body))
             await conn.writer.drain()
         except OSError:
             self._drop()
             if last:
-                raise self._not_sent(call.cmd) from None
+                raise self._not_sent(reqcmd) from None
             return None
         try:
-            async with asyncio.timeout_at(_loop_time(call.at)):
-                reply = decode_reply(conn.session.open(await conn.read_frame()))
+            async with asyncio.timeout_at(_loop_time(at)):
+                msg = unpack(conn.session.open(await conn.read_frame()), self.max_frame_size)
         except TimeoutError:
             self._drop()
-            raise self._timed_out(call) from None
+            raise self._timed_out(reqcmd, at - now, scoped) from None
         except (EOFError, OSError):
             self._drop()
-            raise self._lost(call.cmd) from None
+            raise self._lost(reqcmd) from None
         except (ProtocolError, asyncio.CancelledError):
             self._drop()  # a cancelled call leaves a reply in flight: never reuse the stream
             raise
-        return self._reusable(reply)
+        return ok_results(msg, call_id) or self._other_reply(msg, call_id, reqcmd)
 
     async def call(self, reqcmd: str, *args: Any, **kwargs: Any) -> Any:
         """Like :meth:`send_request`, returning the single result (None when there is none)."""

@@ -39,8 +39,10 @@ from appd.transport.protocol import (
     FrameDecoder,
     Reply,
     Session,
-    decode_reply,
     encode_request,
+    ok_results,
+    reply_of,
+    unpack,
 )
 from appd.transport.sockopts import set_kernel_timeouts, set_nodelay
 
@@ -128,36 +130,52 @@ class ClientBase:
     def _new_handshake(self) -> ClientHandshake:
         return ClientHandshake(self._psk, self.username, self._password)
 
-    def _start(self, reqcmd: str) -> _Call:
-        """A new call: its request id, the enclosing ``appd.deadline`` scope's deadline and
-        the request id string (the scope's, else a new one)."""
+    @staticmethod
+    def _check_command(reqcmd: object) -> None:
         if not isinstance(reqcmd, str):
             raise TypeError(f"the command must be a str, not {type(reqcmd).__name__}")
-        scope_at, rid = current_scope()
-        return _Call(next(self._ids), reqcmd, scope_at, rid or new_request_id())
 
-    def _encode(self, call: _Call, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-        """The request body, sent now: its deadline is the earlier of ``timeout`` from now
-        (connecting does not count against ``timeout``: ``connect_timeout`` bounds it) and the
-        scope's.  It carries the time left (less a margin for the reply's way back, so that a
-        service's ``DeadlineExceeded`` reaches the caller before its own timeout fires) and
-        the request id."""
-        now = time.monotonic()
-        call.set_deadline(now, self.timeout)
-        left = call.at - now
+    def _body(
+        self,
+        call_id: int,
+        reqcmd: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        left: float,
+        rid: str,
+    ) -> bytes:
+        """The request body of a call sent now with ``left`` seconds to its deadline (the
+        earlier of ``timeout`` from now, connecting not counted, and the enclosing
+        ``appd.deadline`` scope's).  It carries the time left, less a margin for the reply's
+        way back (so that a service's ``DeadlineExceeded`` reaches the caller before its own
+        timeout fires), and the request id (the scope's, else a fresh one)."""
         if left <= 0.0:
-            raise self._expired_unsent(call)
+            raise self._expired_unsent(reqcmd)
         within = left - min(REPLY_MARGIN, left * REPLY_MARGIN_SHARE)
         try:
-            return encode_request(call.id, call.cmd, args, kwargs, within, call.rid)
+            return encode_request(call_id, reqcmd, args, kwargs, within, rid)
         except (TypeError, ValueError, OverflowError) as exc:
             raise TypeError(
-                f"the arguments of {call.cmd!r} cannot be serialized: {exc}"
+                f"the arguments of {reqcmd!r} cannot be serialized: {exc}"
             ) from None
 
-    def _expired_unsent(self, call: _Call) -> DeadlineExceeded:
+    def _other_reply(self, msg: Any, call_id: int, reqcmd: str) -> tuple[
+        list[Any], dict[str, Any]
+    ] | None:
+        """What a decoded reply to call ``call_id`` says when it is not a plain success (see
+        :func:`~appd.transport.protocol.ok_results`): the error it reports, raised, or None
+        when the service said goodbye before it read the request, which therefore never ran
+        and may be sent again.  A malformed or mismatched reply drops the connection."""
+        try:
+            reply = self._reusable(reply_of(msg))
+            return None if reply is None else self._result(reply, call_id, reqcmd)
+        except ProtocolError:
+            self._drop()
+            raise
+
+    def _expired_unsent(self, reqcmd: str) -> DeadlineExceeded:
         return DeadlineExceeded(
-            f"the deadline of {call.cmd!r} to {self.address} passed before it was sent; "
+            f"the deadline of {reqcmd!r} to {self.address} passed before it was sent; "
             "it was not executed",
             address=self.address,
         )
@@ -173,10 +191,11 @@ class ClientBase:
             "it may or may not have run"
         )
 
-    def _timed_out(self, call: _Call) -> RequestTimeout:
-        within = f"its deadline ({call.budget:.3g} s)" if call.scoped else f"{self.timeout:g} s"
+    def _timed_out(self, reqcmd: str, budget: float, scoped: bool) -> RequestTimeout:
+        """No reply within ``budget`` seconds (the scope's deadline when ``scoped``)."""
+        within = f"its deadline ({budget:.3g} s)" if scoped else f"{self.timeout:g} s"
         return RequestTimeout(
-            f"no reply to {call.cmd!r} from {self.address} within {within}; it may have run",
+            f"no reply to {reqcmd!r} from {self.address} within {within}; it may have run",
             not_executed=False,
         )
 
@@ -217,35 +236,6 @@ class ClientBase:
         )
 
 
-class _Call:
-    """One call in progress."""
-
-    __slots__ = ("at", "budget", "cmd", "id", "rid", "scope_at", "scoped")
-
-    def __init__(self, call_id: int, cmd: str, scope_at: float | None, rid: str) -> None:
-        self.id = call_id
-        self.cmd = cmd
-        #: The enclosing ``appd.deadline`` scope's deadline (None: none).
-        self.scope_at = scope_at
-        self.rid = rid
-        #: When the caller stops waiting for the reply (:func:`time.monotonic`), once sent.
-        self.at = scope_at if scope_at is not None else float("inf")
-        #: Seconds it had when it was sent.
-        self.budget = 0.0
-        #: True when the scope, not ``timeout``, set :attr:`at`.
-        self.scoped = scope_at is not None
-
-    def set_deadline(self, now: float, timeout: float) -> None:
-        """Sending now: the deadline is ``timeout`` from now, or the scope's if earlier."""
-        at = now + timeout
-        scope_at = self.scope_at
-        self.scoped = scope_at is not None and scope_at < at
-        if self.scoped:
-            at = scope_at  # type: ignore[assignment]
-        self.at = at
-        self.budget = at - now
-
-
 def _wait_for(at: float | None) -> float:
     """Seconds until ``at`` (-1: wait without limit, as ``Lock.acquire`` takes it; a deadline
     further away than ``Lock.acquire`` can wait is none)."""
@@ -280,6 +270,10 @@ class _Connection:
         self.decoder = FrameDecoder(max_frame_size)
         self.poller = select.poll()
         self.poller.register(sock, select.POLLIN)
+        #: ``poll(0)`` true: the service already closed (or said goodbye on) this idle
+        #: connection, since anything readable before a request was sent is a goodbye frame
+        #: or end of file.  (The poller's own method: one Python call less per request.)
+        self.poll = self.poller.poll
 
     def read_frame(self, deadline: float, poll: bool = False) -> bytes:
         """The next frame body; TimeoutError past ``deadline``, EOFError if the peer closed.
@@ -301,11 +295,6 @@ class _Connection:
                 raise EOFError
             body = decoder.push(data)
         return body
-
-    def peer_closed(self) -> bool:
-        """True when the service already closed (or said goodbye on) this idle connection:
-        anything readable before a request was sent is a goodbye frame or end of file."""
-        return bool(self.poller.poll(0))
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -379,18 +368,18 @@ class SecureSocketAppClient(ClientBase):
             self._conn = None
         self._pid = os.getpid()
 
-    def _connect(self, call: _Call | None = None) -> _Connection:
-        """A new authenticated connection; one the service closes during the handshake is
-        tried again on a fresh connection (the request was not sent yet), within
-        ``connect_timeout`` (and before ``call``'s deadline: past it, the call is
-        :class:`~appd.errors.DeadlineExceeded`, not sent)."""
+    def _connect(self, reqcmd: str = "", scope_at: float | None = None) -> _Connection:
+        """A new authenticated connection (for call ``reqcmd``); one the service closes during
+        the handshake is tried again on a fresh connection (the request was not sent yet),
+        within ``connect_timeout`` (and before the scope's deadline ``scope_at``: past it, the
+        call is :class:`~appd.errors.DeadlineExceeded`, not sent)."""
         deadline = time.monotonic() + self.connect_timeout
-        if call is not None and call.scope_at is not None and call.scope_at < deadline:
+        if scope_at is not None and scope_at < deadline:
             try:
-                return self._connect_within(call.scope_at)
+                return self._connect_within(scope_at)
             except ConnectFailed:
-                if time.monotonic() >= call.scope_at:
-                    raise self._expired_unsent(call) from None
+                if time.monotonic() >= scope_at:
+                    raise self._expired_unsent(reqcmd) from None
                 raise
         return self._connect_within(deadline)
 
@@ -430,56 +419,72 @@ class SecureSocketAppClient(ClientBase):
         Raises :class:`~appd.errors.RemoteError` when the handler raised, and the other
         :class:`~appd.errors.TransportError` subclasses when the call itself failed.
         """
-        call = self._start(reqcmd)
+        return self._request(reqcmd, args, kwargs)
+
+    def call(self, reqcmd: str, *args: Any, **kwargs: Any) -> Any:
+        """Like :meth:`send_request`, returning the single result (None when there is none)."""
+        res_args, res_kwargs = self._request(reqcmd, args, kwargs)
+        if not res_kwargs and len(res_args) <= 1:
+            return res_args[0] if res_args else None
+        return single_result(reqcmd, res_args, res_kwargs)
+
+    def _request(self, reqcmd: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[
+        list[Any], dict[str, Any]
+    ]:
+        """One call, from the lock to the results.  Written as one function on purpose: it is
+        every request's path, and each Python call or object it saves is CPU saved on both
+        sides of the round trip (docs/performance.md)."""
+        if type(reqcmd) is not str:
+            self._check_command(reqcmd)
+        scope_at, rid = current_scope()
         if self._pid != os.getpid():
             self._forget_parent_connection()
         lock = self._lock
         # Another thread's call in progress: wait for it, up to this call's scope deadline.
-        if not lock.acquire(False) and not lock.acquire(True, _wait_for(call.scope_at)):
-            raise self._expired_unsent(call)
+        if not lock.acquire(False) and not lock.acquire(True, _wait_for(scope_at)):
+            raise self._expired_unsent(reqcmd)
         try:
+            call_id = next(self._ids)
+            if rid is None:
+                rid = new_request_id()
             for attempt in range(2):
-                reply = self._exchange(call, args, kwargs, last=attempt == 1)
-                if reply is not None:
-                    return self._result(reply, call.id, reqcmd)
+                conn = self._conn
+                if conn is None or conn.poll(0):  # readable while idle: goodbye, or closed
+                    self._drop()
+                    conn = self._conn = self._connect(reqcmd, scope_at)
+                # The deadline: ``timeout`` from now (connecting does not count), or the
+                # scope's if earlier.
+                now = time.monotonic()
+                at = now + self.timeout
+                scoped = scope_at is not None and scope_at < at
+                if scoped:
+                    at = scope_at  # type: ignore[assignment]
+                session = conn.session
+                frame = session.seal_frame(self._body(call_id, reqcmd, args, kwargs, at - now, rid))
+                try:
+                    conn.sock.sendall(frame)
+                except OSError:
+                    self._drop()  # an incomplete frame is never processed: safe to try again
+                    if attempt:
+                        raise self._not_sent(reqcmd) from None
+                    continue
+                try:
+                    msg = unpack(session.open(conn.read_frame(at, scoped)), self.max_frame_size)
+                except TimeoutError:
+                    self._drop()
+                    raise self._timed_out(reqcmd, at - now, scoped) from None
+                except (EOFError, OSError):
+                    self._drop()
+                    raise self._lost(reqcmd) from None
+                except ProtocolError:
+                    self._drop()
+                    raise
+                results = ok_results(msg, call_id) or self._other_reply(msg, call_id, reqcmd)
+                if results is not None:
+                    return results
         finally:
             lock.release()
         raise self._kept_closing()
-
-    def _exchange(
-        self, call: _Call, args: tuple[Any, ...], kwargs: dict[str, Any], last: bool
-    ) -> Reply | None:
-        """One attempt; None when the request provably did not reach a handler (retry)."""
-        conn = self._conn
-        if conn is not None and conn.peer_closed():
-            self._drop()
-            conn = None
-        if conn is None:
-            conn = self._conn = self._connect(call)
-        frame = conn.session.seal_frame(self._encode(call, args, kwargs))
-        try:
-            conn.sock.sendall(frame)
-        except OSError:
-            self._drop()  # an incomplete frame is never processed: safe to try again
-            if last:
-                raise self._not_sent(call.cmd) from None
-            return None
-        try:
-            reply = decode_reply(conn.session.open(conn.read_frame(call.at, call.scoped)))
-        except TimeoutError:
-            self._drop()
-            raise self._timed_out(call) from None
-        except (EOFError, OSError):
-            self._drop()
-            raise self._lost(call.cmd) from None
-        except ProtocolError:
-            self._drop()
-            raise
-        return self._reusable(reply)
-
-    def call(self, reqcmd: str, *args: Any, **kwargs: Any) -> Any:
-        """Like :meth:`send_request`, returning the single result (None when there is none)."""
-        return single_result(reqcmd, *self.send_request(reqcmd, *args, **kwargs))
 
     def close(self) -> None:
         """Close the connection (the next request opens a new one)."""

@@ -58,6 +58,8 @@ __all__ = [
     "ServerHandshake",
     "Session",
     "decode_reply",
+    "ok_results",
+    "reply_of",
     "decode_request",
     "decode_scoped_request",
     "max_objects",
@@ -582,7 +584,25 @@ def encode_bye(reason: str) -> bytes:
 def decode_reply(plaintext: bytes, limit: int = DEFAULT_MAX_FRAME_SIZE) -> Reply:
     """The reply in a body; :class:`ProtocolError` when it is malformed.  (A client trusts its
     service's replies with any number of objects up to ``limit``; extension types are refused.)"""
-    msg = unpack(plaintext, limit)
+    return reply_of(unpack(plaintext, limit))
+
+
+def ok_results(msg: Any, request_id: int) -> tuple[list[Any], dict[str, Any]] | None:
+    """``(args, kwargs)`` of a decoded reply that answers ``request_id`` successfully and is
+    well-formed; None for any other message (:func:`reply_of` then says what it is).  The
+    common case, checked without building a :class:`Reply`."""
+    if type(msg) is dict and msg.get("ok") is True and "bye" not in msg:
+        reply_id = msg.get("id")
+        if reply_id == request_id and type(reply_id) is int:
+            args, kwargs = msg.get("args", []), msg.get("kwargs", {})
+            if type(args) is list and type(kwargs) is dict:
+                return args, kwargs
+    return None
+
+
+def reply_of(msg: Any) -> Reply:
+    """The :class:`Reply` a decoded reply message holds; :class:`ProtocolError` when it is
+    malformed."""
     if type(msg) is not dict:
         raise ProtocolError("reply is not a map")
     if "bye" in msg:
