@@ -26,11 +26,6 @@ from Crypto.Protocol.KDF import HKDF
 
 from appd.errors import ConfigurationError, ProtocolError
 
-try:  # the keyed HMAC object behind hmac.new, without its Python wrapper around every call
-    from _hashlib import hmac_new as _openssl_hmac_new
-except ImportError:  # pragma: no cover
-    _openssl_hmac_new = None  # type: ignore[assignment]
-
 __all__ = [
     "MIN_KEY_BYTES",
     "NONCE_BYTES",
@@ -228,12 +223,45 @@ def _ctr(key: bytes) -> Any:
     return AES.new(key, AES.MODE_CTR, nonce=b"", initial_value=0)
 
 
-def _keyed_hmac(key: bytes) -> Any:
-    """An HMAC-SHA256 object holding ``key``'s padded state; per frame it is copied, not
-    re-keyed (half the cost of ``hmac.digest``, which hashes the key pads every time)."""
-    if _openssl_hmac_new is not None:
-        return _openssl_hmac_new(key, digestmod="sha256")
-    return hmac.new(key, digestmod=hashlib.sha256)  # pragma: no cover (CPython without OpenSSL)
+#: SHA-256's block size: the HMAC key is padded (or first hashed) to it.
+_SHA256_BLOCK: Final = 64
+_IPAD: Final = bytes(0x36 for _ in range(_SHA256_BLOCK))
+_OPAD: Final = bytes(0x5C for _ in range(_SHA256_BLOCK))
+
+
+def _xor_pad(key: bytes, pad: bytes) -> bytes:
+    return bytes(k ^ p for k, p in zip(key, pad, strict=True))
+
+
+class _Hmac:
+    """HMAC-SHA256 under one key, as RFC 2104 defines it: ``H(k ^ opad || H(k ^ ipad || m))``.
+
+    The two hash states after the key's padded blocks are computed once; per frame each is
+    copied and fed the rest.  Two ``hashlib`` copies cost about two thirds of copying
+    OpenSSL's keyed HMAC object (``hmac.new(...).copy()``, 0.65 µs against 0.94 µs per tag of a
+    small frame); the tag is the same (a unit test checks it against :func:`hmac.digest`).
+    """
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) > _SHA256_BLOCK:
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(_SHA256_BLOCK, b"\0")
+        self._inner = hashlib.sha256(_xor_pad(key, _IPAD))
+        self._outer = hashlib.sha256(_xor_pad(key, _OPAD))
+
+    def tag(self, seq: bytes, data: bytes | memoryview) -> bytes:
+        """The tag of ``seq || data``."""
+        inner = self._inner.copy()
+        inner.update(seq)
+        inner.update(data)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+    def __repr__(self) -> str:
+        return "<_Hmac <secret>>"
 
 
 #: Keystream generated per call into pycryptodome (its Python wrapper costs ~1.8 µs a call, as
@@ -259,7 +287,7 @@ class _Keystream:
         self._buf = b""
         self._pos = 0
 
-    def xor(self, data: bytes) -> bytes:
+    def xor(self, data: bytes | memoryview) -> bytes:
         """``data`` XOR the next ``len(data)`` keystream bytes."""
         n = len(data)
         pos = self._pos
@@ -271,7 +299,7 @@ class _Keystream:
             ).to_bytes(n, "little")
         return self._xor_refill(data)
 
-    def _xor_refill(self, data: bytes) -> bytes:
+    def _xor_refill(self, data: bytes | memoryview) -> bytes:
         left = self._buf[self._pos :]
         self._buf, self._pos = b"", 0
         if len(data) - len(left) >= KEYSTREAM_CHUNK // 2:
@@ -296,17 +324,16 @@ class Sealer:
 
     def __init__(self, keys: DirectionKeys) -> None:
         self._keystream = _Keystream(keys.enc)
-        self._mac = _keyed_hmac(keys.mac)
+        self._mac = _Hmac(keys.mac).tag
         #: Sequence number of the next frame (starts at 0, one per frame).
         self.seq = 0
 
     def seal(self, plaintext: bytes) -> bytes:
         """``ciphertext || HMAC(seq || ciphertext)``; advances the sequence number."""
         ct = self._keystream.xor(plaintext)
-        mac = self._mac.copy()
-        mac.update(_SEQ.pack(self.seq) + ct)
+        tag = self._mac(_SEQ.pack(self.seq), ct)
         self.seq += 1
-        return ct + mac.digest()  # type: ignore[no-any-return]
+        return ct + tag
 
     def __repr__(self) -> str:
         return f"<Sealer seq={self.seq}>"
@@ -319,7 +346,7 @@ class Opener:
 
     def __init__(self, keys: DirectionKeys) -> None:
         self._keystream = _Keystream(keys.enc)
-        self._mac = _keyed_hmac(keys.mac)
+        self._mac = _Hmac(keys.mac).tag
         self.seq = 0
         self._broken = False
 
@@ -331,15 +358,9 @@ class Opener:
         if len(body) < TAG_BYTES:
             self._broken = True
             raise ProtocolError("sealed frame shorter than its authentication tag")
-        mac = self._mac.copy()
-        if len(body) < _LARGE_FRAME:
-            ct = body[:-TAG_BYTES]
-            mac.update(_SEQ.pack(self.seq) + ct)
-        else:  # no copies of a large frame: a view, and the MAC fed in two parts
-            ct = memoryview(body)[:-TAG_BYTES]  # type: ignore[assignment]
-            mac.update(_SEQ.pack(self.seq))
-            mac.update(ct)
-        if not hmac.compare_digest(mac.digest(), body[-TAG_BYTES:]):
+        # (No copy of a large frame: a view.)
+        ct = body[:-TAG_BYTES] if len(body) < _LARGE_FRAME else memoryview(body)[:-TAG_BYTES]
+        if not hmac.compare_digest(self._mac(_SEQ.pack(self.seq), ct), body[-TAG_BYTES:]):
             self._broken = True
             raise ProtocolError(
                 f"frame {self.seq} failed authentication (altered, replayed or out of order)"

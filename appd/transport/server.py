@@ -592,7 +592,10 @@ class _Connection:
                     self.frame_started = time.monotonic()
                 return
             while body is not None and not self.closed:
-                self._serve_frame(body)
+                if len(body) < TRIM_AFTER:
+                    self._serve_body(body)  # (_serve_frame without a call, the common case)
+                else:
+                    self._serve_frame(body)
                 body = self.decoder.next_frame()
         except (BlockingIOError, InterruptedError):
             return
@@ -727,8 +730,10 @@ class _Connection:
             expires = None
         elif self.loop is None:
             expires = time.monotonic() + within
-        else:
-            expires = self._arrived() + within
+        else:  # (:meth:`_arrived`, inline)
+            arrived = self.loop.arrived
+            last = self.last_activity
+            expires = (arrived if arrived > last else last) + within
         request = Request(request_id, cmd, args, kwargs, self.username, self.peer, expires, rid)
         if within is not None and within <= 0.0:
             limiter.expire(cmd)
@@ -745,12 +750,14 @@ class _Connection:
             return
         # Also when the slot was free: the serving loop's thread may read a request only after
         # the handlers before it, by when its deadline may have passed.
-        late = expires is not None and time.monotonic() >= expires
-        if (waited or late) and self._gave_up(request, expires):
+        now = time.monotonic()
+        if (waited or (expires is not None and now >= expires)) and self._gave_up(
+            request, expires
+        ):
             return
         if self.timeout:
             self.request = request
-            self.deadline = time.monotonic() + self.timeout
+            self.deadline = now + self.timeout
         reply = b""
         token = set_scope((expires, rid))  # what the handler (and its log records) sees
         try:
