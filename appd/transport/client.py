@@ -445,7 +445,7 @@ class SecureSocketAppClient(ClientBase):
             raise self._expired_unsent(reqcmd)
         try:
             call_id = next(self._ids)
-            if rid is None:
+            if not rid:
                 rid = new_request_id()
             for attempt in range(2):
                 conn = self._conn
