@@ -19,6 +19,7 @@ from appd.transport.client import (
     HANDSHAKE_ATTEMPTS,
     RECV_SIZE,
     ClientBase,
+    call_deadline,
     closed_during_handshake,
     single_result,
 )
@@ -170,12 +171,8 @@ class AsyncSecureSocketAppClient(ClientBase):
                 conn = await self._connect()
             self._conn = conn
         assert conn.session is not None
-        # The deadline: ``timeout`` from now (connecting does not count), or the scope's.
         now = time.monotonic()
-        at = now + self.timeout
-        scoped = scope_at is not None and scope_at < at
-        if scoped:
-            at = scope_at  # type: ignore[assignment]
+        at, scoped = call_deadline(now, self.timeout, scope_at)
         try:
             body = self._body(call_id, reqcmd, args, kwargs, at - now, rid)
             conn.writer.write(conn.session.seal_frame(body))
@@ -188,12 +185,8 @@ class AsyncSecureSocketAppClient(ClientBase):
         try:
             async with asyncio.timeout_at(_loop_time(at)):
                 msg = unpack(conn.session.open(await conn.read_frame()), self.max_frame_size)
-        except TimeoutError:
-            self._drop()
-            raise self._timed_out(reqcmd, at - now, scoped) from None
-        except (EOFError, OSError):
-            self._drop()
-            raise self._lost(reqcmd) from None
+        except (EOFError, OSError) as exc:  # TimeoutError included
+            raise self._no_reply(exc, reqcmd, at - now, scoped) from None
         except (ProtocolError, asyncio.CancelledError):
             self._drop()  # a cancelled call leaves a reply in flight: never reuse the stream
             raise

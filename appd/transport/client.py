@@ -28,6 +28,7 @@ from appd.errors import (
     ProtocolError,
     RequestTimeout,
     ServiceBusy,
+    TransportError,
     remote_error,
 )
 from appd.scope import current_scope, new_request_id
@@ -191,6 +192,17 @@ class ClientBase:
             "it may or may not have run"
         )
 
+    def _no_reply(
+        self, exc: BaseException, reqcmd: str, budget: float, scoped: bool
+    ) -> TransportError:
+        """The connection dropped, and the error to raise for a request whose reply did not
+        come (``exc``): none within ``budget`` seconds, or the connection was lost.  Either
+        way the request may have run."""
+        self._drop()
+        if isinstance(exc, TimeoutError):
+            return self._timed_out(reqcmd, budget, scoped)
+        return self._lost(reqcmd)
+
     def _timed_out(self, reqcmd: str, budget: float, scoped: bool) -> RequestTimeout:
         """No reply within ``budget`` seconds (the scope's deadline when ``scoped``)."""
         within = f"its deadline ({budget:.3g} s)" if scoped else f"{self.timeout:g} s"
@@ -234,6 +246,16 @@ class ClientBase:
             reply.error_message,
             context=f"request {reqcmd!r} to {self.address}",
         )
+
+
+def call_deadline(now: float, timeout: float, scope_at: float | None) -> tuple[float, bool]:
+    """When a call sent at ``now`` stops waiting for its reply: ``timeout`` from now
+    (connecting does not count against it), or the enclosing scope's deadline ``scope_at`` if
+    that is earlier; and whether the scope's deadline is the one that holds."""
+    at = now + timeout
+    if scope_at is not None and scope_at < at:
+        return scope_at, True
+    return at, False
 
 
 def _wait_for(at: float | None) -> float:
@@ -452,13 +474,8 @@ class SecureSocketAppClient(ClientBase):
                 if conn is None or conn.poll(0):  # readable while idle: goodbye, or closed
                     self._drop()
                     conn = self._conn = self._connect(reqcmd, scope_at)
-                # The deadline: ``timeout`` from now (connecting does not count), or the
-                # scope's if earlier.
                 now = time.monotonic()
-                at = now + self.timeout
-                scoped = scope_at is not None and scope_at < at
-                if scoped:
-                    at = scope_at  # type: ignore[assignment]
+                at, scoped = call_deadline(now, self.timeout, scope_at)
                 session = conn.session
                 frame = session.seal_frame(self._body(call_id, reqcmd, args, kwargs, at - now, rid))
                 try:
@@ -470,12 +487,8 @@ class SecureSocketAppClient(ClientBase):
                     continue
                 try:
                     msg = unpack(session.open(conn.read_frame(at, scoped)), self.max_frame_size)
-                except TimeoutError:
-                    self._drop()
-                    raise self._timed_out(reqcmd, at - now, scoped) from None
-                except (EOFError, OSError):
-                    self._drop()
-                    raise self._lost(reqcmd) from None
+                except (EOFError, OSError) as exc:  # TimeoutError included
+                    raise self._no_reply(exc, reqcmd, at - now, scoped) from None
                 except ProtocolError:
                     self._drop()
                     raise
