@@ -88,11 +88,11 @@ def _client_process(port: int, index: int, seconds: float, send_deadline: bool,
         class OldClient(PowerClient):
             """Sends no time left, as a client older than deadlines (the id still travels)."""
 
-            def _encode(self, call: Any, args: Any, kwargs: Any) -> bytes:
+            def _body(self, call_id: int, reqcmd: str, args: Any, kwargs: Any, left: float,
+                      rid: str) -> bytes:
                 from appd.transport.protocol import encode_request
 
-                call.set_deadline(time.monotonic(), self.timeout)
-                return encode_request(call.id, call.cmd, args, kwargs, None, call.rid)
+                return encode_request(call_id, reqcmd, args, kwargs, None, rid)
 
         os.read(go, 1)
         calls: list[tuple[str, float, str]] = []

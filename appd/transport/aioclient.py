@@ -18,6 +18,7 @@ from appd.scope import current_scope, new_request_id
 from appd.transport.client import (
     HANDSHAKE_ATTEMPTS,
     RECV_SIZE,
+    REPLY_OBJECTS,
     ClientBase,
     call_deadline,
     closed_during_handshake,
@@ -184,7 +185,7 @@ class AsyncSecureSocketAppClient(ClientBase):
             return None
         try:
             async with asyncio.timeout_at(_loop_time(at)):
-                msg = unpack(conn.session.open(await conn.read_frame()), self.max_frame_size)
+                msg = unpack(conn.session.open(await conn.read_frame()), REPLY_OBJECTS)
         except (EOFError, OSError) as exc:  # TimeoutError included
             raise self._no_reply(exc, reqcmd, at - now, scoped) from None
         except (ProtocolError, asyncio.CancelledError):

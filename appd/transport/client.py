@@ -166,13 +166,14 @@ class ClientBase:
         """What a decoded reply to call ``call_id`` says when it is not a plain success (see
         :func:`~appd.transport.protocol.ok_results`): the error it reports, raised, or None
         when the service said goodbye before it read the request, which therefore never ran
-        and may be sent again.  A malformed or mismatched reply drops the connection."""
+        and may be sent again.  A malformed reply drops the connection."""
         try:
-            reply = self._reusable(reply_of(msg))
-            return None if reply is None else self._result(reply, call_id, reqcmd)
+            reply = reply_of(msg)
         except ProtocolError:
             self._drop()
             raise
+        reusable = self._reusable(reply)
+        return None if reusable is None else self._result(reusable, call_id, reqcmd)
 
     def _expired_unsent(self, reqcmd: str) -> DeadlineExceeded:
         return DeadlineExceeded(
@@ -266,6 +267,9 @@ def _wait_for(at: float | None) -> float:
     left = at - time.monotonic()
     return -1.0 if left >= threading.TIMEOUT_MAX else max(0.0, left)
 
+
+#: Objects a reply may decode to: a client trusts its service's replies up to this many.
+REPLY_OBJECTS = DEFAULT_MAX_FRAME_SIZE
 
 #: At most this many seconds of a call's time left are kept back for the reply's way back.
 REPLY_MARGIN = 0.05
@@ -445,7 +449,7 @@ class SecureSocketAppClient(ClientBase):
 
     def call(self, reqcmd: str, *args: Any, **kwargs: Any) -> Any:
         """Like :meth:`send_request`, returning the single result (None when there is none)."""
-        res_args, res_kwargs = self._request(reqcmd, args, kwargs)
+        res_args, res_kwargs = self.send_request(reqcmd, *args, **kwargs)
         if not res_kwargs and len(res_args) <= 1:
             return res_args[0] if res_args else None
         return single_result(reqcmd, res_args, res_kwargs)
@@ -486,7 +490,7 @@ class SecureSocketAppClient(ClientBase):
                         raise self._not_sent(reqcmd) from None
                     continue
                 try:
-                    msg = unpack(session.open(conn.read_frame(at, scoped)), self.max_frame_size)
+                    msg = unpack(session.open(conn.read_frame(at, scoped)), REPLY_OBJECTS)
                 except (EOFError, OSError) as exc:  # TimeoutError included
                     raise self._no_reply(exc, reqcmd, at - now, scoped) from None
                 except ProtocolError:

@@ -245,6 +245,7 @@ class _Hmac:
     __slots__ = ("_inner", "_outer")
 
     def __init__(self, key: bytes) -> None:
+        key = bytes(key)
         if len(key) > _SHA256_BLOCK:
             key = hashlib.sha256(key).digest()
         key = key.ljust(_SHA256_BLOCK, b"\0")

@@ -730,7 +730,10 @@ class _Connection:
             expires = None
         elif self.loop is None:
             expires = time.monotonic() + within
-        else:  # (:meth:`_arrived`, inline)
+        else:
+            # When the request arrived, as far as this process can tell: the earliest it may
+            # have arrived while the loop's thread was busy with others (never before this
+            # connection's previous reply was sent).
             arrived = self.loop.arrived
             last = self.last_activity
             expires = (arrived if arrived > last else last) + within
@@ -771,15 +774,6 @@ class _Connection:
                     limiter.release()
                     if reply and not self.closed:  # no reply was built: the connection closes
                         self._write(self.seal_frame(reply))
-
-    def _arrived(self) -> float:
-        """When the request the serving loop is reading arrived, as far as this process can
-        tell: the earliest it may have arrived while the loop's thread was busy with others
-        (never before this connection's previous reply was sent).  (A connection with a thread
-        of its own reads a request as it arrives: now.)"""
-        assert self.loop is not None
-        arrived = self.loop.arrived
-        return arrived if arrived > self.last_activity else self.last_activity
 
     def hand_off(self) -> None:
         """About to wait for a handler slot: the serving loop (if this connection is served

@@ -24,6 +24,8 @@ from appd.transport.protocol import (
     encode_frame,
     encode_reply,
     encode_request,
+    ok_results,
+    reply_of,
 )
 
 bodies = st.lists(st.binary(max_size=300), max_size=8)
@@ -231,3 +233,33 @@ def test_garbage_bodies_raise_protocol_error_only(data: bytes) -> None:
     for decode in (decode_request, decode_reply):
         with contextlib.suppress(ProtocolError):  # anything else would fail the test
             decode(data)
+
+
+_reply_values = st.one_of(
+    st.none(), st.booleans(), st.integers(-1, 3), st.floats(allow_nan=False), st.text(max_size=3),
+    st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=2), st.integers(),
+                                                         max_size=2),
+)
+
+
+@given(
+    st.one_of(
+        st.dictionaries(st.sampled_from(["id", "ok", "args", "kwargs", "bye", "error"]),
+                        _reply_values),
+        _reply_values,
+    ),
+    st.integers(1, 3),
+)
+def test_the_fast_success_check_agrees_with_the_full_decode(msg: object, request_id: int) -> None:
+    """``ok_results`` (the clients' common case) accepts exactly the replies ``reply_of``
+    reads as a success answering ``request_id``, with the same results."""
+    results = ok_results(msg, request_id)
+    try:
+        reply = reply_of(msg)
+    except ProtocolError:
+        assert results is None
+        return
+    success = reply.ok and reply.bye is None and reply.id == request_id
+    assert (results is not None) == success
+    if results is not None:
+        assert results == (reply.args, reply.kwargs)
