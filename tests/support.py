@@ -85,6 +85,19 @@ def kill_pids(pids: Iterable[int]) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+def stop_process(proc: subprocess.Popen[bytes], grace: float = 20.0) -> int | None:
+    """Stop a child as an operator would: SIGTERM, then SIGKILL if it is still running after
+    ``grace`` seconds.  Returns its exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    return proc.returncode
+
+
 def reap_zombies() -> None:
     """Collect every exited child of this process (orphans re-parented to us included)."""
     while True:

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from power_support import PACKAGE, power_example_installed
 from redis_server import RedisServer
-from support import descendants, free_port, kill_pids, pid_alive, wait_for
+from support import descendants, free_port, kill_pids, pid_alive, stop_process, wait_for
 
 from appd.capacity import Capacity
 from appd.config import CapacityConfig
@@ -144,13 +144,7 @@ class Supervisor:
 
     def close(self) -> None:
         children = self.service_pids()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_process(self.proc)
         kill_pids(pid for pid in children if pid_alive(pid))
         self.log.close()
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import pid_alive, wait_for
+from support import pid_alive, stop_process, wait_for
 
 from appd import SecureSocketAppClient
 from appd.transport.protocol import ClientHandshake, FrameDecoder, Session
@@ -72,14 +71,7 @@ def start_service(tmp_path: Path, settings: dict[str, Any] | None = None) -> Run
 
 
 def stop_service(service: RunningService) -> int | None:
-    if service.proc.poll() is None:
-        service.proc.send_signal(signal.SIGTERM)
-        try:
-            service.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            service.proc.kill()
-            service.proc.wait()
-    return service.proc.returncode
+    return stop_process(service.proc)
 
 
 @pytest.fixture
