@@ -29,6 +29,7 @@ import msgpack
 from appd.errors import AuthenticationFailed, ProtocolError, ServiceBusy
 from appd.transport.crypto import (
     NONCE_BYTES,
+    TAG_BYTES,
     Opener,
     Sealer,
     derive_session_keys,
@@ -253,8 +254,7 @@ class Session:
 
     def seal_frame(self, plaintext: bytes) -> bytes:
         """A complete frame (header included) carrying ``plaintext`` sealed."""
-        sealed = self._seal(plaintext)
-        return _pack_header(len(sealed)) + sealed
+        return self._seal(plaintext, _pack_header(len(plaintext) + TAG_BYTES))
 
     def __repr__(self) -> str:
         return f"<Session out={self._sealer.seq} in={self._opener.seq}>"
