@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Final
@@ -112,9 +112,9 @@ def current_request_id() -> str | None:
     return _get()[1]
 
 
-def current_scope() -> CallScope:
-    """The deadline and request id in force (what a client sends with a request)."""
-    return _get()
+#: The deadline and request id in force (what a client sends with a request).  (The context
+#: variable's own method: every call a client makes reads it.)
+current_scope: Callable[[], CallScope] = _get
 
 
 

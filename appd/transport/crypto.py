@@ -302,11 +302,17 @@ class _Direction:
 class Sealer(_Direction):
     """Seals the frames of one direction: encrypt with the running CTR stream, then MAC."""
 
-    __slots__ = ()
+    __slots__ = ("_header",)
 
-    def seal(self, plaintext: bytes, prefix: bytes = b"") -> bytes:
-        """``prefix || ciphertext || HMAC(seq || ciphertext)``; advances the sequence number.
-        (``prefix``, the frame's header, saves a copy of the whole frame to prepend it.)"""
+    def __init__(self, keys: DirectionKeys, header: struct.Struct | None = None) -> None:
+        super().__init__(keys)
+        #: Packs a sealed frame's length in front of it (the framing it travels in), if given.
+        self._header = header
+
+    def seal(self, plaintext: bytes) -> bytes:
+        """``ciphertext || HMAC(seq || ciphertext)``, behind its length packed by ``header``
+        when the sealer was given one (a frame ready to write: no second copy of the frame to
+        prepend it); advances the sequence number."""
         n = len(plaintext)
         pos = self._pos
         end = pos + n
@@ -323,7 +329,10 @@ class Sealer(_Direction):
         outer = self._outer.copy()
         outer.update(inner.digest())
         self.seq += 1
-        return prefix + ct + outer.digest()
+        header = self._header
+        if header is None:
+            return ct + outer.digest()
+        return header.pack(n + TAG_BYTES) + ct + outer.digest()
 
     def __repr__(self) -> str:
         return f"<Sealer seq={self.seq}>"

@@ -29,7 +29,7 @@ import msgpack
 from appd.errors import AuthenticationFailed, ProtocolError, ServiceBusy
 from appd.transport.crypto import (
     NONCE_BYTES,
-    TAG_BYTES,
+    DirectionKeys,
     Opener,
     Sealer,
     derive_session_keys,
@@ -98,18 +98,21 @@ _unpackb = msgpack.unpackb
 _unpack_header = HEADER.unpack_from
 
 
-#: One msgpack Packer per thread, reused: ``msgpack.packb`` builds a new one for every call.
-_packers = threading.local()
+class _Packers(threading.local):
+    """One msgpack Packer per thread, reused (``msgpack.packb`` builds a new one for every
+    call); ``_packers.pack`` packs with this thread's.  A Packer resets its buffer after each
+    call, even a failed one."""
+
+    def __init__(self) -> None:
+        self.pack: Callable[[Any], bytes] = msgpack.Packer(use_bin_type=True).pack
+
+
+_packers = _Packers()
 
 
 def pack(obj: Any) -> bytes:
     """msgpack with bin and str kept apart; raises TypeError for what msgpack cannot encode."""
-    try:
-        packer = _packers.packer
-    except AttributeError:
-        packer = _packers.packer = msgpack.Packer(use_bin_type=True)
-    data: bytes = packer.pack(obj)  # resets its buffer after each call, even a failed one
-    return data
+    return _packers.pack(obj)
 
 
 def max_objects(max_frame_size: int) -> int:
@@ -167,14 +170,19 @@ def unpack(data: bytes, limit: int = _MIN_OBJECT_BUDGET) -> Any:
         )
     except _TooManyObjects:
         raise ProtocolError(f"message decodes to more than {limit} objects") from None
-    except msgpack.StackError:
-        raise ProtocolError(f"message nested deeper than {MAX_NESTING} levels") from None
     except Exception as exc:  # msgpack raises several unrelated types
-        if "max_ext_len" in str(exc):
-            raise ProtocolError("msgpack extension types are not accepted") from None
-        if "max_array_len" in str(exc) or "max_map_len" in str(exc):
-            raise ProtocolError(f"message holds a container of more than {limit} items") from None
-        raise ProtocolError(f"malformed message body ({type(exc).__name__})") from None
+        raise _refused(exc, limit) from None
+
+
+def _refused(exc: Exception, limit: int) -> ProtocolError:
+    """What msgpack raising ``exc`` while decoding under ``limit`` means, as a ProtocolError."""
+    if isinstance(exc, msgpack.StackError):
+        return ProtocolError(f"message nested deeper than {MAX_NESTING} levels")
+    if "max_ext_len" in str(exc):
+        return ProtocolError("msgpack extension types are not accepted")
+    if "max_array_len" in str(exc) or "max_map_len" in str(exc):
+        return ProtocolError(f"message holds a container of more than {limit} items")
+    return ProtocolError(f"malformed message body ({type(exc).__name__})")
 
 
 def encode_frame(body: bytes) -> bytes:
@@ -242,19 +250,16 @@ class FrameDecoder:
 class Session:
     """An authenticated session: seals outgoing and opens incoming frames."""
 
-    __slots__ = ("_opener", "_seal", "_sealer", "open")
+    __slots__ = ("_opener", "_sealer", "open", "seal_frame")
 
-    def __init__(self, sealer: Sealer, opener: Opener) -> None:
-        self._sealer = sealer
-        self._opener = opener
-        self._seal = sealer.seal
-        #: The plaintext of a received frame body; :class:`ProtocolError` if it fails.  (The
-        #: opener's own method, bound once: a frame costs one Python call less.)
-        self.open: Callable[[bytes], bytes] = opener.open
-
-    def seal_frame(self, plaintext: bytes) -> bytes:
-        """A complete frame (header included) carrying ``plaintext`` sealed."""
-        return self._seal(plaintext, _pack_header(len(plaintext) + TAG_BYTES))
+    def __init__(self, sending: DirectionKeys, receiving: DirectionKeys) -> None:
+        self._sealer = Sealer(sending, HEADER)
+        self._opener = Opener(receiving)
+        #: A complete frame (header included) carrying a plaintext sealed.  (The sealer's own
+        #: method, bound once, as :attr:`open`: a frame costs one Python call less.)
+        self.seal_frame: Callable[[bytes], bytes] = self._sealer.seal
+        #: The plaintext of a received frame body; :class:`ProtocolError` if it fails.
+        self.open: Callable[[bytes], bytes] = self._opener.open
 
     def __repr__(self) -> str:
         return f"<Session out={self._sealer.seq} in={self._opener.seq}>"
@@ -325,7 +330,7 @@ class ClientHandshake:
         if body[5] != STATUS_OK:
             raise ProtocolError(f"unknown server hello status {body[5]}")
         keys = derive_session_keys(self._psk, self._nonce, body[6:])
-        self._session = Session(Sealer(keys.client_to_server), Opener(keys.server_to_client))
+        self._session = Session(keys.client_to_server, keys.server_to_client)
         proof = password_proof(
             keys.auth, _transcript(self._hello, body), self._username, self._pw_key
         )
@@ -427,7 +432,7 @@ class ServerHandshake:
         if transcript is None:
             raise ProtocolError("authentication frame before the client hello")
         keys = derive_session_keys(self._credentials.psk, self._client_nonce, self._nonce)
-        session = Session(Sealer(keys.server_to_client), Opener(keys.client_to_server))
+        session = Session(keys.server_to_client, keys.client_to_server)
         try:
             plaintext, opened = session.open(body), True
         except ProtocolError:
@@ -500,7 +505,7 @@ def encode_request(
         msg["dl"] = within
     if rid is not None:
         msg["rid"] = rid
-    return pack(msg)
+    return _packers.pack(msg)
 
 
 #: The longest time left a request may announce (about 115 days); more means "no deadline".
@@ -523,10 +528,14 @@ def decode_scoped_request(plaintext: bytes, limit: int = _MIN_OBJECT_BUDGET) -> 
     """:func:`decode_request`, plus the seconds the caller still waits (``"dl"``; None when
     absent: an older client, or no deadline) and the request id (``"rid"``; None when absent).
     (msgpack yields exact built-in types, so exact type checks suffice.)"""
-    try:
-        msg = unpack(plaintext, limit)
+    try:  # (:func:`unpack`'s common case without the call)
+        msg = _unpackb(plaintext, max_ext_len=0) if len(plaintext) <= limit else unpack(
+            plaintext, limit
+        )
     except ProtocolError as exc:
         raise BadRequest(str(exc), None) from None
+    except Exception as exc:
+        raise BadRequest(str(_refused(exc, limit)), None) from None
     if type(msg) is not dict:
         raise BadRequest("request is not a map", None)
     request_id = msg.get("id")
@@ -556,7 +565,7 @@ def decode_scoped_request(plaintext: bytes, limit: int = _MIN_OBJECT_BUDGET) -> 
 
 def encode_reply(request_id: int, args: list[Any], kwargs: Mapping[str, Any]) -> bytes:
     """A successful reply body; TypeError if a result cannot be serialized."""
-    return pack({"id": request_id, "ok": True, "args": args, "kwargs": kwargs})
+    return _packers.pack({"id": request_id, "ok": True, "args": args, "kwargs": kwargs})
 
 
 def encode_error(request_id: int | None, code: str, error_type: str, message: str) -> bytes:

@@ -159,27 +159,30 @@ class ServingLoop:
 
     def _run(self, generation: int) -> None:
         poll, conns, monotonic = self._epoll.poll, self._conns, time.monotonic
-        next_sweep = monotonic() + SWEEP_INTERVAL
+        now = monotonic()  # the clock is read once per poll and once per request served
+        next_sweep = now + SWEEP_INTERVAL
         returned = self._returned  # a thread taking the loop over goes on from the last poll
         while not self._stopped:
-            called = monotonic()
+            called = now
             events = poll(SWEEP_INTERVAL)
             # When did what this poll reports arrive?  If the poll had to wait, about now; if
             # it was ready at once, at some point since the previous poll returned (while this
             # thread was busy): that earlier time, so that no request's deadline is counted
-            # from later than it really arrived.
+            # from later than it really arrived.  (``called``: when the previous request or
+            # sweep ended, a few bytecodes before the poll.)
             previous, returned = returned, monotonic()
-            self._returned = returned
+            self._returned = now = returned
             self.arrived = returned if returned - called > READY_AT_ONCE else previous
             for fd, _ in events:
                 conn = conns.get(fd)
                 if conn is None:
                     continue
-                self._busy_since = monotonic()
+                self._busy_since = now
                 self._current = conn
                 try:
                     conn.on_readable()
                 finally:
+                    now = monotonic()
                     with self._lock:
                         handed_off = generation != self._generation
                         if not handed_off:
@@ -189,11 +192,11 @@ class ServingLoop:
                         with contextlib.suppress(OSError, ValueError):
                             self._watch(conn)
                     return
-            now = monotonic()
             if now >= next_sweep:
-                next_sweep = now + SWEEP_INTERVAL
                 for conn in list(conns.values()):
                     conn.sweep(now)
+                now = monotonic()
+                next_sweep = now + SWEEP_INTERVAL
 
     def __repr__(self) -> str:
         return f"<ServingLoop generation={self._generation} stopped={self._stopped}>"

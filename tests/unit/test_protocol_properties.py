@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import random
+import struct
 
 import pytest
 from Crypto.Cipher import AES
@@ -118,12 +119,12 @@ def test_sealed_bytes_are_exactly_the_documented_construction(sizes: list[int], 
 def test_the_precomputed_hmac_is_rfc_2104_hmac_sha256(key: bytes, seq: int, data: bytes) -> None:
     """The per-frame tag, made from hash states precomputed for the key, is exactly
     ``hmac.digest`` (keys shorter and longer than SHA-256's 64-byte block; any sequence
-    number), and the prefix a sealer is given goes before the frame unchanged."""
+    number), and a sealer given a header puts the sealed frame's length in front of it."""
     keys = crypto.DirectionKeys(b"e" * 32, key)
-    sealer, opener = Sealer(keys), Opener(keys)
+    sealer, opener = Sealer(keys, struct.Struct(">I")), Opener(keys)
     sealer.seq = opener.seq = seq
-    sealed = sealer.seal(data, b"head")
-    assert sealed[:4] == b"head"
+    sealed = sealer.seal(data)
+    assert sealed[:4] == (len(data) + crypto.TAG_BYTES).to_bytes(4, "big")
     ct = sealed[4 : 4 + len(data)]
     assert sealed[4 + len(data) :] == hmac.digest(key, seq.to_bytes(8, "big") + ct, "sha256")
     assert opener.open(sealed[4:]) == data
