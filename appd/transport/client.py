@@ -306,7 +306,7 @@ class _Connection:
         ``poll``: the deadline comes before the socket's receive timeout would fire, so wait
         for data with ``poll`` up to it first."""
         decoder = self.decoder
-        body = decoder.next_frame()
+        body = decoder.next_frame() if decoder.buffer else None
         while body is None:
             left = deadline - time.monotonic()
             if left <= 0.0:

@@ -197,39 +197,41 @@ class FrameDecoder:
     is seen, before any of the body is read or buffered.
     """
 
-    __slots__ = ("_buf", "max_frame_size")
+    __slots__ = ("buffer", "max_frame_size")
 
     def __init__(self, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
         self.max_frame_size = max_frame_size
-        self._buf = bytearray()
+        #: Bytes received but not yet returned as a frame (empty when none are pending; read
+        #: it, never change it: a test of it costs no call, unlike :meth:`pending`).
+        self.buffer = bytearray()
 
     def feed(self, data: bytes) -> None:
         """Append received bytes."""
-        self._buf += data
+        self.buffer += data
 
     def pending(self) -> int:
         """Bytes received but not yet returned as a frame."""
-        return len(self._buf)
+        return len(self.buffer)
 
     def take_buffer(self) -> bytes:
         """Remove and return everything buffered (to hand a connection on mid-stream)."""
-        data = bytes(self._buf)
-        self._buf.clear()
+        data = bytes(self.buffer)
+        self.buffer.clear()
         return data
 
     def push(self, data: bytes) -> bytes | None:
         """:meth:`feed` then :meth:`next_frame`, without copying ``data`` into the buffer when
         it is exactly one whole frame and nothing is pending (the common case)."""
-        if not self._buf and len(data) > 4:
+        if not self.buffer and len(data) > 4:
             (length,) = _unpack_header(data)
             if length + 4 == len(data) and length <= self.max_frame_size:
                 return data[4:]
-        self._buf += data
+        self.buffer += data
         return self.next_frame()
 
     def next_frame(self) -> bytes | None:
         """The next complete body, or None until more bytes arrive."""
-        buf = self._buf
+        buf = self.buffer
         if len(buf) < 4:
             return None
         (length,) = _unpack_header(buf)
@@ -242,7 +244,7 @@ class FrameDecoder:
             return None
         body = bytes(memoryview(buf)[4:end])  # one copy, not a slice and then a copy
         if len(buf) == end:
-            self._buf = bytearray()  # not ``del``: that keeps the whole allocation of a big frame
+            self.buffer = bytearray()  # not ``del``: that keeps the whole allocation of a big frame
         else:
             del buf[:end]
         return body

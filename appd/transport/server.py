@@ -591,12 +591,13 @@ class _Connection:
                 if not self.frame_started:
                     self.frame_started = time.monotonic()
                 return
+            decoder = self.decoder
             while body is not None and not self.closed:
                 if len(body) < TRIM_AFTER:
                     self._serve_body(body)  # (_serve_frame without a call, the common case)
                 else:
                     self._serve_frame(body)
-                body = self.decoder.next_frame()
+                body = decoder.next_frame() if decoder.buffer else None
         except (BlockingIOError, InterruptedError):
             return
         except (ProtocolError, OSError) as exc:
@@ -612,7 +613,7 @@ class _Connection:
             return
         now = time.monotonic()
         self.last_activity = now
-        self.frame_started = now if self.decoder.pending() else 0.0
+        self.frame_started = now if self.decoder.buffer else 0.0
 
     def _overdue(self, now: float) -> str | None:
         """``"frame"`` when a frame has been arriving for longer than ``frame_timeout``,
