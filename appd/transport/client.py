@@ -381,6 +381,15 @@ class SecureSocketAppClient(ClientBase):
     """Calls a :class:`~appd.SecureSocketAppService`; see the module docstring for the
     guarantees.  ``timeout`` bounds each request, ``connect_timeout`` connect and handshake."""
 
+    #: Whether :meth:`send_request` is this class's own: :meth:`call` then goes straight to
+    #: the request (a Python call and a repacking of the arguments less); a subclass that
+    #: overrides :meth:`send_request` gets it called by :meth:`call` too.
+    _own_send_request = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._own_send_request = cls.send_request is SecureSocketAppClient.send_request
+
     def _init_connection_state(self) -> None:
         self._lock = threading.Lock()
         self._conn: _Connection | None = None
@@ -449,7 +458,10 @@ class SecureSocketAppClient(ClientBase):
 
     def call(self, reqcmd: str, *args: Any, **kwargs: Any) -> Any:
         """Like :meth:`send_request`, returning the single result (None when there is none)."""
-        res_args, res_kwargs = self.send_request(reqcmd, *args, **kwargs)
+        if self._own_send_request:
+            res_args, res_kwargs = self._request(reqcmd, args, kwargs)
+        else:
+            res_args, res_kwargs = self.send_request(reqcmd, *args, **kwargs)
         if not res_kwargs and len(res_args) <= 1:
             return res_args[0] if res_args else None
         return single_result(reqcmd, res_args, res_kwargs)

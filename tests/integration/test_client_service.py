@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from transport_service import KEY, RunningService, stop_service
@@ -47,6 +48,26 @@ def test_request_goes_through_process_request_with_user_and_peer(
         (user, peer), _ = client.send_request("whoami")
     assert user == "bob"
     assert peer.startswith("127.0.0.1:")
+
+
+def test_call_goes_through_a_subclass_send_request(service: RunningService) -> None:
+    """call() takes a shortcut past send_request only where send_request is the client's own:
+    a subclass's override serves both."""
+    sent: list[str] = []
+
+    class Recording(SecureSocketAppClient):
+        def send_request(self, reqcmd: str, *args: Any, **kwargs: Any) -> tuple[
+            list[Any], dict[str, Any]
+        ]:
+            sent.append(reqcmd)
+            return super().send_request(reqcmd, *args, **kwargs)
+
+    with Recording("127.0.0.1", service.port, "alice", "alice-pw", KEY) as client:
+        assert client.call("echo", 7) == 7
+        assert client.send_request("echo", 8) == ([8], {})
+    assert sent == ["echo", "echo"]
+    with service.client() as plain:
+        assert plain.call("echo", 9) == 9
 
 
 def test_unserializable_argument_is_a_clear_local_error(service: RunningService) -> None:
