@@ -672,9 +672,9 @@ class _Connection:
         serve, monotonic = self._serve_frame, time.monotonic
         try:
             while not self.closed:
-                body = decoder.next_frame()
+                body = decoder.next_frame() if decoder.buffer else None
                 if body is None:
-                    if stopping.is_set() and not decoder.pending():
+                    if stopping.is_set() and not decoder.buffer:
                         self._send(encode_bye("shutdown"))
                         return
                     try:
@@ -697,7 +697,7 @@ class _Connection:
                 serve(body)
                 now = monotonic()
                 self.last_activity = now
-                self.frame_started = now if decoder.pending() else 0.0
+                self.frame_started = now if decoder.buffer else 0.0
         except (ProtocolError, OSError) as exc:
             self._log_end(exc)
         finally:
