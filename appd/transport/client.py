@@ -381,15 +381,6 @@ class SecureSocketAppClient(ClientBase):
     """Calls a :class:`~appd.SecureSocketAppService`; see the module docstring for the
     guarantees.  ``timeout`` bounds each request, ``connect_timeout`` connect and handshake."""
 
-    #: Whether :meth:`send_request` is this class's own: :meth:`call` then goes straight to
-    #: the request (a Python call and a repacking of the arguments less); a subclass that
-    #: overrides :meth:`send_request` gets it called by :meth:`call` too.
-    _own_send_request = True
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        cls._own_send_request = cls.send_request is SecureSocketAppClient.send_request
-
     def _init_connection_state(self) -> None:
         self._lock = threading.Lock()
         self._conn: _Connection | None = None
@@ -458,7 +449,10 @@ class SecureSocketAppClient(ClientBase):
 
     def call(self, reqcmd: str, *args: Any, **kwargs: Any) -> Any:
         """Like :meth:`send_request`, returning the single result (None when there is none)."""
-        if self._own_send_request:
+        # Straight to the request (a Python call and a repacking of the arguments less) when
+        # send_request is this class's own; a subclass's override (or a patch of the class's
+        # method) is called as it always was.
+        if type(self).send_request is _SEND_REQUEST:
             res_args, res_kwargs = self._request(reqcmd, args, kwargs)
         else:
             res_args, res_kwargs = self.send_request(reqcmd, *args, **kwargs)
@@ -530,6 +524,9 @@ class SecureSocketAppClient(ClientBase):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+_SEND_REQUEST = SecureSocketAppClient.send_request
 
 
 class _HandshakeCut(Exception):

@@ -311,8 +311,9 @@ class Sealer(_Direction):
 
     def seal(self, plaintext: bytes) -> bytes:
         """``ciphertext || HMAC(seq || ciphertext)``, behind its length packed by ``header``
-        when the sealer was given one (a frame ready to write: no second copy of the frame to
-        prepend it); advances the sequence number."""
+        when the sealer was given one (a frame ready to write, joined in one copy: prepending
+        the header to the sealed frame afterwards would copy the whole frame again); advances
+        the sequence number."""
         n = len(plaintext)
         pos = self._pos
         end = pos + n
@@ -332,7 +333,7 @@ class Sealer(_Direction):
         header = self._header
         if header is None:
             return ct + outer.digest()
-        return header.pack(n + TAG_BYTES) + ct + outer.digest()
+        return b"".join((header.pack(n + TAG_BYTES), ct, outer.digest()))
 
     def __repr__(self) -> str:
         return f"<Sealer seq={self.seq}>"

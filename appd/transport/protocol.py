@@ -157,6 +157,8 @@ def unpack(data: bytes, limit: int = _MIN_OBJECT_BUDGET) -> Any:
     ``limit``, no extension types, at most :data:`MAX_NESTING` levels.  Raises
     :class:`ProtocolError` for malformed or refused msgpack."""
     try:
+        # (decode_scoped_request repeats this branch, to save requests a call: keep the two
+        # alike.)
         if len(data) <= limit:  # each object takes a byte: about ``limit`` at most, uncounted
             return _unpackb(data, max_ext_len=0)  # raw=False is msgpack >= 1.0's default
         budget = _Budget(limit)
@@ -530,7 +532,7 @@ def decode_scoped_request(plaintext: bytes, limit: int = _MIN_OBJECT_BUDGET) -> 
     """:func:`decode_request`, plus the seconds the caller still waits (``"dl"``; None when
     absent: an older client, or no deadline) and the request id (``"rid"``; None when absent).
     (msgpack yields exact built-in types, so exact type checks suffice.)"""
-    try:  # (:func:`unpack`'s common case without the call)
+    try:  # (:func:`unpack`'s common case without the call: keep the two alike)
         msg = _unpackb(plaintext, max_ext_len=0) if len(plaintext) <= limit else unpack(
             plaintext, limit
         )

@@ -169,7 +169,7 @@ class ServingLoop:
             # it was ready at once, at some point since the previous poll returned (while this
             # thread was busy): that earlier time, so that no request's deadline is counted
             # from later than it really arrived.  (``called``: when the previous request or
-            # sweep ended, a few bytecodes before the poll.)
+            # sweep ended, just before the loop's lock was taken and the poll called.)
             previous, returned = returned, monotonic()
             self._returned = now = returned
             self.arrived = returned if returned - called > READY_AT_ONCE else previous

@@ -92,6 +92,8 @@ frame_sizes = st.lists(
         st.integers(0, 300),
         st.integers(KEYSTREAM_CHUNK // 2 - 2, KEYSTREAM_CHUNK + 2),
         st.integers(KEYSTREAM_CHUNK, 5 * KEYSTREAM_CHUNK),
+        # Opened through a view of the frame, not a copy of its ciphertext.
+        st.integers(crypto._LARGE_FRAME - 40, crypto._LARGE_FRAME + 40),
     ),
     max_size=12,
 )
