@@ -27,6 +27,7 @@ lease goes back), and a lease found lost closes its session at once.
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import threading
 import time
@@ -62,6 +63,8 @@ class PduConnection:
         self.sock = sock
         self.address = address
         self._reader = sock.makefile("rb")
+        self._poller = select.poll()
+        self._poller.register(sock, select.POLLIN)
         #: The capacity lease this session was opened under (None: no capacity).
         self.lease: Lease | None = None
         #: When the lease was granted (``time.monotonic()``).
@@ -125,19 +128,12 @@ class PduConnection:
         raise PduUnavailable(f"the PDU at {self.address} ended the session: {reply[:64]!r}")
 
     def peer_closed(self) -> bool:
-        """True when the device closed, or spoke unasked on, this idle connection."""
-        timeout = self.sock.gettimeout()
+        """True when the device closed, or spoke unasked on, this idle connection (it is
+        readable, or in error, while no command is in flight: one ``poll`` system call)."""
         try:
-            self.sock.setblocking(False)  # with a timeout set, recv would wait for data
-            self.sock.recv(1, socket.MSG_PEEK)
-        except (BlockingIOError, InterruptedError):
-            return False
-        except OSError:
-            pass
-        finally:
-            with contextlib.suppress(OSError):
-                self.sock.settimeout(timeout)
-        return True
+            return bool(self._poller.poll(0))
+        except OSError:  # the descriptor is gone
+            return True
 
     def close(self) -> None:
         """Close the session (the device counts it out).  Under a lease, first wait until the
