@@ -266,6 +266,18 @@ def test_pool_keeps_the_pdu_within_five_sessions_under_twelve_threads(pdu: Runni
         pool.close()
 
 
+def test_a_session_notices_the_device_ended_it(start_pdu: Callable[..., Running]) -> None:
+    pdu = start_pdu(idle_timeout=0.3)
+    conn = _module("pool").PduConnection.open(pdu.host, pdu.port)
+    try:
+        assert not conn.peer_closed()  # greeted, nothing more said: open and quiet
+        assert conn.request("ON 3") == "3 ON"
+        assert not conn.peer_closed()  # a reply read whole leaves nothing behind
+        wait_for(conn.peer_closed, message="the idle session to be seen ended")
+    finally:
+        conn.close()
+
+
 def test_pool_replaces_sessions_the_device_ended(start_pdu: Callable[..., Running]) -> None:
     pdu = start_pdu(idle_timeout=0.3)
     pool = _module("pool").PduPool(pdu.host, pdu.port, 2)
