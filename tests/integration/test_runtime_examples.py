@@ -69,7 +69,10 @@ def test_example_2_runs_three_workers(daemons: Daemons, example_dir: Path) -> No
     assert len(set(pids)) == 3
     wait_for(lambda: all("color=" in (data / f"worker-{i}.log").read_text() for i in (1, 2, 3)),
              message="each worker's own log")
-    debug = json.loads((data / "debug.json").read_text())
+    debug = wait_for(  # written once every worker is started: maybe after their first lines
+        lambda: (data / "debug.json").exists() and json.loads((data / "debug.json").read_text()),
+        message="the debug file to be written",
+    )
     assert sorted(debug["workers"]) == ["worker-1", "worker-2", "worker-3"]
     everything = daemons.snapshot()
     assert guardian in everything and len(everything) == 5

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from runtime_entries import lines
@@ -36,6 +37,15 @@ def _worker_pids(directory: Path, count: int = 3) -> list[int]:
     return wait_for(all_live, message="every worker holding its pid file")
 
 
+def _debug_file(directory: Path) -> dict[str, Any] | None:
+    """What the debug file says, or None while it is not written yet."""
+    try:
+        debug: dict[str, Any] = json.loads((directory / "debug.json").read_text())
+    except FileNotFoundError:
+        return None
+    return debug
+
+
 def test_each_worker_runs_in_its_own_process_with_its_own_locked_pid_file(
     daemons: Daemons, tmp_path: Path
 ) -> None:
@@ -50,7 +60,9 @@ def test_each_worker_runs_in_its_own_process_with_its_own_locked_pid_file(
         )
         assert os.readlink(f"/proc/{pid}/fd/0") == os.devnull
         assert os.readlink(f"/proc/{pid}/fd/2") == str(tmp_path / f"worker-{i}.err")
-    debug = json.loads((tmp_path / "debug.json").read_text())
+    # The executor writes the debug file once it has started every worker, which by then may
+    # have noted their starts already.
+    debug = wait_for(lambda: _debug_file(tmp_path), message="the debug file to be written")
     assert {name: w["pid"] for name, w in debug["workers"].items()} == {
         f"worker-{i}": pid for i, pid in enumerate(workers, start=1)
     }
