@@ -132,6 +132,8 @@ def test_connections_beyond_max_connections_get_service_busy(
 def test_concurrency_lets_handlers_overlap(make_service: Callable[..., RunningService]) -> None:
     service = make_service(concurrency=4)
     clients = [service.client() for _ in range(4)]
+    for client in clients:  # connected, and the service serving, before the clock starts
+        assert client.call("echo", 0) == 0
     threads = [threading.Thread(target=c.call, args=("sleep", 1.0)) for c in clients]
     started = time.monotonic()
     for thread in threads:
