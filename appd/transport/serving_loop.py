@@ -159,17 +159,19 @@ class ServingLoop:
 
     def _run(self, generation: int) -> None:
         poll, conns, monotonic = self._epoll.poll, self._conns, time.monotonic
-        now = monotonic()  # the clock is read once per poll and once per request served
+        now = monotonic()  # the clock is read twice per poll and once per request served
         next_sweep = now + SWEEP_INTERVAL
         returned = self._returned  # a thread taking the loop over goes on from the last poll
         while not self._stopped:
-            called = now
+            # Read right before the poll, not taken from the last request's end: a thread
+            # held up in between (the loop's lock, the GIL, a busy machine) would otherwise
+            # make a poll that was ready at once look as if it had waited.
+            called = monotonic()
             events = poll(SWEEP_INTERVAL)
             # When did what this poll reports arrive?  If the poll had to wait, about now; if
             # it was ready at once, at some point since the previous poll returned (while this
             # thread was busy): that earlier time, so that no request's deadline is counted
-            # from later than it really arrived.  (``called``: when the previous request or
-            # sweep ended, just before the loop's lock was taken and the poll called.)
+            # from later than it really arrived.
             previous, returned = returned, monotonic()
             self._returned = now = returned
             self.arrived = returned if returned - called > READY_AT_ONCE else previous
@@ -193,10 +195,9 @@ class ServingLoop:
                             self._watch(conn)
                     return
             if now >= next_sweep:
+                next_sweep = now + SWEEP_INTERVAL
                 for conn in list(conns.values()):
                     conn.sweep(now)
-                now = monotonic()
-                next_sweep = now + SWEEP_INTERVAL
 
     def __repr__(self) -> str:
         return f"<ServingLoop generation={self._generation} stopped={self._stopped}>"
