@@ -152,3 +152,35 @@ def test_a_loop_that_cannot_start_its_thread_refuses_the_connection(
         assert wait_for(lambda: conn.seen, timeout=10)
     finally:
         conn.close()
+
+
+def test_a_request_read_at_once_is_dated_from_before_the_poll_not_after(
+    loop: ServingLoop,
+) -> None:
+    """A request that arrived while the loop's thread was held up between two polls (here by
+    the loop's lock) counts as arrived no later than it did: its deadline must not start late."""
+    first, second = _Conn("first"), _Conn("second")
+    dated: list[float] = []
+    read = second.on_readable
+
+    def on_readable() -> None:
+        dated.append(loop.arrived)
+        read()
+
+    second.on_readable = on_readable  # type: ignore[method-assign]
+    try:
+        loop.add(first)
+        loop.add(second)
+        first.peer.sendall(b"h")
+        assert wait_for(lambda: loop._current is first, timeout=10)
+        with loop._lock:  # the loop's thread, done with ``first``, waits here
+            first.hold.set()
+            assert wait_for(lambda: first.seen, timeout=10)
+            sent = time.monotonic()
+            second.peer.sendall(b"x")
+            time.sleep(0.05)
+        assert wait_for(lambda: second.seen, timeout=10)
+        assert dated[0] <= sent
+    finally:
+        first.close()
+        second.close()
