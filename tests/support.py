@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import json
 import os
 import signal
 import socket
@@ -14,7 +15,7 @@ import textwrap
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -159,6 +160,16 @@ def installed_wheel(wheel: Path, dist: str, package: str) -> Iterator[None]:
         importlib.invalidate_caches()
         for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
             del sys.modules[name]
+
+
+def read_json(path: Path) -> Any:
+    """The JSON document in ``path``, or None while the file does not exist (for files their
+    writer replaces atomically, such as a debug or status file: wait for it with
+    :func:`wait_for`)."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
 
 
 def free_port() -> int:

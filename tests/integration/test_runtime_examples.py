@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from runtime_helpers import Daemons, daemons_fixture  # noqa: F401
-from support import pid_alive, wait_for
+from support import pid_alive, read_json, wait_for
 
 from appd.runtime import read_live_pid
 
@@ -70,7 +69,7 @@ def test_example_2_runs_three_workers(daemons: Daemons, example_dir: Path) -> No
     wait_for(lambda: all("color=" in (data / f"worker-{i}.log").read_text() for i in (1, 2, 3)),
              message="each worker's own log")
     debug = wait_for(  # written once every worker is started: maybe after their first lines
-        lambda: (data / "debug.json").exists() and json.loads((data / "debug.json").read_text()),
+        lambda: read_json(data / "debug.json"),
         message="the debug file to be written",
     )
     assert sorted(debug["workers"]) == ["worker-1", "worker-2", "worker-3"]

@@ -6,12 +6,11 @@ import json
 import os
 import signal
 from pathlib import Path
-from typing import Any
 
 import pytest
 from runtime_entries import lines
 from runtime_helpers import Daemons, children, daemons_fixture, only_child  # noqa: F401
-from support import descendants, pid_alive, read_pid, wait_for
+from support import descendants, pid_alive, read_json, read_pid, wait_for
 
 from appd import DaemonRunStatus, WorkerStartInfo, start_workers
 from appd.runtime import read_live_pid
@@ -37,15 +36,6 @@ def _worker_pids(directory: Path, count: int = 3) -> list[int]:
     return wait_for(all_live, message="every worker holding its pid file")
 
 
-def _debug_file(directory: Path) -> dict[str, Any] | None:
-    """What the debug file says, or None while it is not written yet."""
-    try:
-        debug: dict[str, Any] = json.loads((directory / "debug.json").read_text())
-    except FileNotFoundError:
-        return None
-    return debug
-
-
 def test_each_worker_runs_in_its_own_process_with_its_own_locked_pid_file(
     daemons: Daemons, tmp_path: Path
 ) -> None:
@@ -62,7 +52,8 @@ def test_each_worker_runs_in_its_own_process_with_its_own_locked_pid_file(
         assert os.readlink(f"/proc/{pid}/fd/2") == str(tmp_path / f"worker-{i}.err")
     # The executor writes the debug file once it has started every worker, which by then may
     # have noted their starts already.
-    debug = wait_for(lambda: _debug_file(tmp_path), message="the debug file to be written")
+    debug = wait_for(lambda: read_json(tmp_path / "debug.json"),
+                     message="the debug file to be written")
     assert {name: w["pid"] for name, w in debug["workers"].items()} == {
         f"worker-{i}": pid for i, pid in enumerate(workers, start=1)
     }
