@@ -456,8 +456,6 @@ class SecureSocketAppClient(ClientBase):
             res_args, res_kwargs = self._request(reqcmd, args, kwargs)
         else:
             res_args, res_kwargs = self.send_request(reqcmd, *args, **kwargs)
-        if not res_kwargs and len(res_args) <= 1:
-            return res_args[0] if res_args else None
         return single_result(reqcmd, res_args, res_kwargs)
 
     def _request(self, reqcmd: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[
