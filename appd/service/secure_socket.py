@@ -22,6 +22,7 @@ from appd.transport.client import SecureSocketAppClient
 from appd.transport.limits import ServerLoad
 from appd.transport.listen import bind_listener, format_address
 from appd.transport.loop import LoopThread
+from appd.transport.protocol import ServerCredentials
 from appd.transport.request import LocalCounter, Request, RequestCounter, RequestReply
 from appd.transport.server import AcceptGate, SecureSocketServer, ServerSettings
 
@@ -247,6 +248,18 @@ class SecureSocketAppService(AppServiceBase):
     def run(self) -> None:
         """Serve requests until quit is requested."""
         self.serve()
+
+    def derive_keys(self) -> None:
+        """Derive the keys a handshake is checked with (scrypt of the pre-shared key and of
+        each user's password, about 0.05 s each) into this process's caches, so that a process
+        forked from this one afterwards serves at once instead of deriving them first.  The
+        supervisor calls it before it forks the service's processes: a restart after a crash
+        then answers that much sooner.
+
+        :raises ConfigurationError: the service's settings are invalid.
+        """
+        server = self.settings.server if self.settings is not None else self.server_settings()
+        ServerCredentials(server.psk, server.users)  # kept by the derivations' caches
 
     def configure(
         self,

@@ -1,8 +1,9 @@
 """What a service process does, from the moment it knows its service until it exits.
 
-The supervisor starts each service process by ``exec`` of a fresh interpreter (``python -m
-appd.cli.child``), which loads the configuration, the plugins and the service code as they are
-on disk now and then calls :func:`serve_process` here.  The process reports through its
+A process a reload starts is a fresh interpreter (``python -m appd.cli.child``, ``exec``ed by
+the supervisor), which loads the configuration, the plugins and the service code as they are on
+disk now and then calls :func:`serve_process` here; the first processes and a restart after a
+crash are forks of the supervisor, which call it at once.  The process reports through its
 scoreboard slot: its state, the requests it answered, a heartbeat from its serving loop several
 times a second, and its open connections, which its siblings read to share the load evenly.
 """

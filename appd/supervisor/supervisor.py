@@ -284,6 +284,7 @@ class Supervisor:
             )
             pid = spawn_exec(self.child_command(spec), keep_fds=keep)
         else:
+            _derive_keys(entry.service)
             board = ProcessBoard(self.scoreboard, proc.board_slot, entry.group)
             hooks, service, worker = self.hooks, entry.service, proc.worker
             config = self.config
@@ -782,6 +783,17 @@ class Supervisor:
         if self.status_file is not None:
             write_json_atomically(self.status_file, document)
         self.hooks.appd_status(status=document)
+
+
+def _derive_keys(service: AppServiceBase) -> None:
+    """Before forking a process of ``service``: derive its handshake keys here, once (cached
+    per process), so that the forked process inherits them rather than spend the derivation's
+    ~0.1 s between its start (or its restart after a crash) and its first answer.  Invalid
+    settings are left for the process to report, as it does when it starts."""
+    derive = getattr(service, "derive_keys", None)
+    if derive is not None:
+        with contextlib.suppress(AppdError):
+            derive()
 
 
 def _overall_state(states: set[str]) -> str:

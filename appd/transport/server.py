@@ -237,8 +237,9 @@ class SecureSocketServer:
         self._turn = 0
         self._epoll: select.epoll
         #: Set when a connection has finished with a large frame; the accept loop then gives the
-        #: freed memory back (see :mod:`appd.transport.heap`).
-        self.trim_due = False
+        #: freed memory back (see :mod:`appd.transport.heap`).  Set at first too: what the
+        #: process's start freed goes back as it begins serving.
+        self.trim_due = True
         self.drops = DropLog(settings.name)
         self.errors = HandlerErrorLog(settings.name)
         self._connections: set[_Connection] = set()

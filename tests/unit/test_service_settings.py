@@ -6,6 +6,8 @@ import pytest
 
 import appd
 from appd import ConfigurationError, SecureSocketAppService, command, generate_key
+from appd.transport.crypto import password_key, stretch_key
+from appd.transport.protocol import ServerCredentials
 from appd.transport.server import Request
 
 
@@ -69,6 +71,30 @@ def test_missing_key_and_users_are_configuration_errors() -> None:
 
     with pytest.raises(ConfigurationError, match="no users"):
         NoUsers().server_settings()
+
+
+def test_derive_keys_leaves_the_servers_credentials_nothing_to_derive() -> None:
+    """What the supervisor calls before it forks: a process forked afterwards finds the
+    handshake keys derived (no scrypt between its start and its first answer)."""
+    service = Seedish()
+    service.username, service.password = "derive-keys-user", "a password of its own"
+    service.configure()
+    assert service.settings is not None
+    server = service.settings.server
+    stretch_key.cache_clear()
+    service.derive_keys()
+    misses = (stretch_key.cache_info().misses, password_key.cache_info().misses)
+    assert misses[0] == 1
+    ServerCredentials(server.psk, server.users)  # what the server builds when it serves
+    assert (stretch_key.cache_info().misses, password_key.cache_info().misses) == misses
+
+
+def test_derive_keys_refuses_invalid_settings() -> None:
+    class NoUsers(SecureSocketAppService):
+        key = "k" * 16
+
+    with pytest.raises(ConfigurationError, match="no users"):
+        NoUsers().derive_keys()
 
 
 def test_secret_never_in_settings_repr() -> None:
