@@ -7,7 +7,10 @@ always safe, so that is all appd's handlers do.
 
 from __future__ import annotations
 
+import contextlib
+import select
 import signal
+import socket
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from types import FrameType
@@ -66,8 +69,11 @@ def reset_signal_handlers() -> None:
     """Give a freshly forked child default dispositions (Python's own SIGPIPE choice aside).
 
     The caller's handlers belong to the caller's code; a child must not run them.  SIGPIPE stays
-    ignored as Python sets it at start-up, so a closed pipe is an ``OSError``, not a death.
+    ignored as Python sets it at start-up, so a closed pipe is an ``OSError``, not a death.  The
+    parent's wake-up descriptor (:meth:`SignalQueue.wait`) is forgotten too: the child closes
+    its copy, and its number may soon name another file of the child's.
     """
+    signal.set_wakeup_fd(-1)
     for signum in _RESET_SIGNALS:
         if signum == signal.SIGPIPE:
             signal.signal(signum, signal.SIG_IGN)
@@ -109,11 +115,35 @@ class SignalQueue:
     def __init__(self) -> None:
         self._pending: list[int] = []
         self._previous: dict[int, Handler] = {}
+        #: Written to (by the interpreter) when a signal arrives: what :meth:`wait` waits on.
+        self._wake: tuple[socket.socket, socket.socket] | None = None
+        self._previous_wakeup = -1
 
     def install(self, signals: Iterable[int]) -> None:
-        """Route ``signals`` into the queue (main thread only)."""
+        """Route ``signals`` into the queue, and let them end a :meth:`wait` (main thread
+        only)."""
+        if self._wake is None:
+            reader, writer = socket.socketpair()
+            reader.setblocking(False)
+            writer.setblocking(False)
+            self._previous_wakeup = signal.set_wakeup_fd(
+                writer.fileno(), warn_on_full_buffer=False
+            )
+            self._wake = reader, writer
         for signum in signals:
             self._previous[signum] = signal.signal(signum, self._record)
+
+    def wait(self, timeout: float) -> None:
+        """Sleep up to ``timeout`` seconds, less when one of the queue's signals arrives (from
+        the moment :meth:`install` returned: one that came before the call ends it at once)."""
+        if self._wake is None:
+            select.select([], [], [], timeout)
+            return
+        reader = self._wake[0]
+        if select.select([reader], [], [], timeout)[0]:
+            with contextlib.suppress(OSError):
+                while reader.recv(512):
+                    pass
 
     def _record(self, signum: int, _frame: FrameType | None) -> None:
         if signum in QUIT_SIGNALS:
@@ -126,7 +156,12 @@ class SignalQueue:
         return list(dict.fromkeys(taken))
 
     def restore(self) -> None:
-        """Put back the handlers :meth:`install` replaced."""
+        """Put back the handlers :meth:`install` replaced (and the wake-up descriptor)."""
         for signum, handler in self._previous.items():
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)
         self._previous.clear()
+        if self._wake is not None:
+            signal.set_wakeup_fd(self._previous_wakeup)
+            for sock in self._wake:
+                sock.close()
+            self._wake = None

@@ -6,9 +6,11 @@ restart policy, stop deadlines) and adds what only services need: listening sock
 fails before anything starts), lifecycle hooks, a shared scoreboard (readiness, requests,
 heartbeats, connections), the status document, reloads and a draining shutdown.
 
-The loop: signal handlers only enqueue; each tick handles the queued signals once, lets the
-engine reap, restart and stop (stopping is a state with a deadline, never a wait), moves the
-reload in progress one step on, and writes the status when it changed or a second has passed.
+The loop: signal handlers only enqueue, and wake the loop (SIGCHLD too, so a process that ended
+is reaped at once rather than up to a tick later); each tick handles the queued signals once,
+lets the engine reap, restart and stop (stopping is a state with a deadline, never a wait),
+moves the reload in progress one step on, and writes the status when it changed or a second has
+passed.
 
 A reload (SIGHUP) first loads the configuration, the plugins and discovery again, then replaces
 each service's processes one at a time: the new process starts on the shared listening socket,
@@ -61,7 +63,7 @@ _log = get_logger("appd.supervisor")
 #: The states of a service process, as ``appd status`` reports them.
 ProcessState = SlotState
 
-#: How often the main loop wakes up to reap, restart and report.
+#: How often the main loop wakes up to reap, restart and report (a signal wakes it sooner).
 _TICK_SECONDS = 0.05
 #: Seconds a service process without a socket must have run before it counts as ready.
 RUN_READY_AFTER: Final = 0.5
@@ -355,7 +357,10 @@ class Supervisor:
 
     def run(self) -> int:
         """Bind, start every service process, supervise until quit; returns an exit code."""
-        self.signals.install((signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1))
+        # SIGCHLD only wakes the loop: a process that ended is seen at once, not a tick later.
+        self.signals.install(
+            (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD)
+        )
         try:
             self.bind_all()
             _log.info(
@@ -367,7 +372,7 @@ class Supervisor:
                 self._handle(self.engine.start(slot))
             while self._state != "stopped":
                 self.tick()
-                time.sleep(_TICK_SECONDS)
+                self.signals.wait(_TICK_SECONDS)
         finally:
             self.close_listeners()
             self.engine.stop_all()

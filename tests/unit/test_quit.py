@@ -13,7 +13,12 @@ from support import wait_for
 
 from appd import quit_requested, sleep
 from appd.runtime.quit import clear_quit, request_quit
-from appd.runtime.signals import install_quit_handlers, restore_handlers
+from appd.runtime.signals import (
+    SignalQueue,
+    install_quit_handlers,
+    reset_signal_handlers,
+    restore_handlers,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -66,3 +71,45 @@ def test_quit_signals_only_raise_the_flag(signum: signal.Signals) -> None:
     finally:
         restore_handlers(previous)
     assert signal.getsignal(signal.SIGINT) is previous[signal.SIGINT]
+
+
+def test_a_queued_signal_ends_the_queues_wait_and_restore_puts_everything_back() -> None:
+    """What lets the supervisor reap a process the moment it ends (SIGCHLD), not a tick later."""
+    queue = SignalQueue()
+    queue.install([signal.SIGUSR2])
+    try:
+        # One that came before the wait ends it at once...
+        os.kill(os.getpid(), signal.SIGUSR2)
+        started = time.monotonic()
+        queue.wait(5.0)
+        assert time.monotonic() - started < 1.0
+        # ...one that comes during it, as it arrives (sent from another thread).
+        timer = threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGUSR2))
+        timer.start()
+        started = time.monotonic()
+        queue.wait(5.0)
+        assert 0.05 <= time.monotonic() - started < 1.0
+        timer.join()
+        assert queue.take() == [signal.SIGUSR2]
+        # Without a signal it sleeps its whole timeout.
+        started = time.monotonic()
+        queue.wait(0.1)
+        assert time.monotonic() - started >= 0.1
+    finally:
+        queue.restore()
+    assert signal.getsignal(signal.SIGUSR2) is signal.SIG_DFL
+    assert signal.set_wakeup_fd(-1) == -1  # the wake-up descriptor was taken back
+
+
+def test_a_forked_child_forgets_its_parents_wake_up_descriptor() -> None:
+    queue = SignalQueue()
+    queue.install([signal.SIGUSR2])
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: exit 0 only if the parent's descriptor was forgotten
+            reset_signal_handlers()
+            os._exit(0 if signal.set_wakeup_fd(-1) == -1 else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        queue.restore()
