@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -155,15 +155,16 @@ class Supervisor:
 
     def __init__(
         self, root: Path, pdu: tuple[str, int], capacity: str | None,
-        capacity_dir: Path | None = None,
+        capacity_dir: Path | None = None, settings: Sequence[str] = (),
     ) -> None:
+        """``settings``: more lines of the power service's table (``restart_interval = 0``)."""
         root.mkdir(parents=True)
         self.port = free_port()
         lines = ['enabled = ["power"]', 'log_level = "warning"']
         if not EXAMPLE_INSTALLED:
             lines.append('modules = ["appd_power.services"]')
         lines += ["[services.power]", f"port = {self.port}", f'pdu_host = "{pdu[0]}"',
-                  f"pdu_port = {pdu[1]}"]
+                  f"pdu_port = {pdu[1]}", *settings]
         if capacity is not None:
             lines += ["[capacities.pdu]", "limit = 5", f"backend = {json.dumps(capacity)}",
                       "acquire_timeout = 30.0"]

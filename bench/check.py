@@ -8,6 +8,9 @@ Figures (each the median of ``--repeat`` measurements):
   (its rate over the standalone rate: ``bench/power.py``);
 * ``rss_supervisor_mb``, ``rss_service_mb``: resident memory of an idle ``appd run`` with the
   power service: the supervisor and its service process (MB, ``Rss`` of smaps_rollup);
+* ``restart_answer_s``: kill -9 of the idle power service's process to its first answer again
+  (seconds, median of :data:`KILLS`; ``restart_interval = 0``, so it is what appd takes: the
+  supervisor noticing, the fork, the process's start and the call itself);
 * ``cpu_client_us``, ``cpu_server_us``: CPU per small echo call on each side, one core
   (``bench/cpu.py``), the installed plugins loaded as ``appd run`` would; ``cpu_bare_*`` the
   same with every entry-point plugin disabled (``APPD_DISABLE_PLUGINS``), and
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -47,6 +51,7 @@ HIGHER_IS_BETTER = ("pdu_standalone", "pdu_1x5", "pdu_1x12", "pdu_2x12_capacity"
 #: multiprocessing.connection's CPU are printed beside them as the yardsticks, not checked.
 GUARDED = (
     "pdu_1x5", "pdu_1x12", "pdu_2x12_capacity", "rss_supervisor_mb", "rss_service_mb",
+    "restart_answer_s",
     "cpu_client_us", "cpu_server_us", "cpu_bare_client_us", "cpu_bare_server_us",
 )
 
@@ -68,6 +73,45 @@ def idle_rss() -> dict[str, float]:
             supervisor.stop()
 
 
+#: Kills of the service process per measurement of ``restart_answer_s``.
+KILLS = 7
+
+
+def restart_answer(kills: int = KILLS) -> dict[str, float]:
+    """Median seconds from kill -9 of the power service's process to its next answer."""
+    from appd_power.services import PowerClient
+
+    from appd.errors import TransportError
+
+    stamps = power.Stamps()
+    times = []
+    with power.pdu_device(stamps) as pdu, tempfile.TemporaryDirectory() as tmp:
+        supervisor = capacity.Supervisor(
+            Path(tmp) / "restart", pdu, None,
+            settings=("restart_interval = 0.0", f"restart_max = {kills + 1}"),
+        )
+        try:
+            supervisor.wait_ready()
+            for _ in range(kills):
+                time.sleep(0.3)  # idle: its PDU sessions open, nothing in flight
+                (pid,) = supervisor.service_pids()
+                killed = time.monotonic()
+                os.kill(pid, signal.SIGKILL)
+                while True:
+                    client = PowerClient(port=supervisor.port, connect_timeout=5, timeout=5)
+                    try:
+                        client.status(1)
+                        break
+                    except TransportError:
+                        time.sleep(0.001)
+                    finally:
+                        client.close()
+                times.append(time.monotonic() - killed)
+        finally:
+            supervisor.stop()
+    return {"restart_answer_s": statistics.median(times)}
+
+
 def measure_once(quick: bool) -> dict[str, float]:
     """Every figure, once."""
     figures: dict[str, float] = {}
@@ -77,6 +121,7 @@ def measure_once(quick: bool) -> dict[str, float]:
     for key, (title, *_) in zip(keys, power.SETUPS, strict=True):
         figures[key] = devices[title]["utilization"]
     figures.update(idle_rss())
+    figures.update(restart_answer(3 if quick else KILLS))
     n = 3000 if quick else 20000
     figures["cpu_client_us"], figures["cpu_server_us"], _ = cpu.measure("appd", n, 1, 0)
     os.environ[DISABLE_ENV] = ",".join(_plugin_names())
