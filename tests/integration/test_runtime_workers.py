@@ -63,6 +63,9 @@ def test_each_worker_runs_in_its_own_process_with_its_own_locked_pid_file(
 def test_kill_9_of_a_worker_restarts_it(daemons: Daemons, tmp_path: Path) -> None:
     _, executor = _start(daemons, tmp_path)
     first = _worker_pids(tmp_path)
+    # A worker holds its pid file before its entry runs: kill it only once it has run.
+    wait_for(lambda: lines(tmp_path, "worker-2-starts") == [str(first[1])],
+             message="worker-2 to note its start")
     os.kill(first[1], signal.SIGKILL)
     replacement = wait_for(
         lambda: (p := read_live_pid(tmp_path / "worker-2.pid")) not in (None, first[1]) and p,
