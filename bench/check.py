@@ -94,15 +94,19 @@ def restart_answer(kills: int = KILLS) -> dict[str, float]:
             supervisor.wait_ready()
             for _ in range(kills):
                 time.sleep(0.3)  # idle: its PDU sessions open, nothing in flight
-                (pid,) = supervisor.service_pids()
+                pids = supervisor.service_pids()
+                if len(pids) != 1:
+                    raise RuntimeError(f"expected one service process, found {pids}")
                 killed = time.monotonic()
-                os.kill(pid, signal.SIGKILL)
+                os.kill(pids[0], signal.SIGKILL)
                 while True:
                     client = PowerClient(port=supervisor.port, connect_timeout=5, timeout=5)
                     try:
                         client.status(1)
                         break
                     except TransportError:
+                        if time.monotonic() - killed > 30:
+                            raise
                         time.sleep(0.001)
                     finally:
                         client.close()

@@ -31,7 +31,7 @@ from appd.runtime.entry import load_entry, parse_entry
 from appd.runtime.logfile import reopen_log_file
 from appd.runtime.pidfile import take_pid_file
 from appd.runtime.process import become_child, flush_stdio, run_child, spawn
-from appd.runtime.quit import quit_requested, sleep
+from appd.runtime.quit import quit_requested
 from appd.runtime.restart import RestartPolicy
 from appd.runtime.signals import SignalQueue, blocked_quit_signals
 
@@ -264,7 +264,7 @@ def _guard(plan: _DaemonPlan, run_entry: Callable[[], object]) -> int:
                 code = _on_executor_event(event)
                 if code is not None:
                     return code
-            sleep(GUARDIAN_POLL_SECONDS)
+            forwarded.wait(GUARDIAN_POLL_SECONDS)  # a signal to forward ends it at once
         executor = slot.pid
         log.info("quit requested; stopping the executor", executor=executor)
 

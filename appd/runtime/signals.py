@@ -11,6 +11,7 @@ import contextlib
 import select
 import signal
 import socket
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from types import FrameType
@@ -117,6 +118,7 @@ class SignalQueue:
         self._previous: dict[int, Handler] = {}
         #: Written to (by the interpreter) when a signal arrives: what :meth:`wait` waits on.
         self._wake: tuple[socket.socket, socket.socket] | None = None
+        self._poll = select.poll()
         self._previous_wakeup = -1
 
     def install(self, signals: Iterable[int]) -> None:
@@ -130,6 +132,7 @@ class SignalQueue:
                 writer.fileno(), warn_on_full_buffer=False
             )
             self._wake = reader, writer
+            self._poll.register(reader, select.POLLIN)
         for signum in signals:
             self._previous[signum] = signal.signal(signum, self._record)
 
@@ -137,12 +140,11 @@ class SignalQueue:
         """Sleep up to ``timeout`` seconds, less when one of the queue's signals arrives (from
         the moment :meth:`install` returned: one that came before the call ends it at once)."""
         if self._wake is None:
-            select.select([], [], [], timeout)
+            time.sleep(timeout)
             return
-        reader = self._wake[0]
-        if select.select([reader], [], [], timeout)[0]:
+        if self._poll.poll(timeout * 1000.0):
             with contextlib.suppress(OSError):
-                while reader.recv(512):
+                while self._wake[0].recv(512):
                     pass
 
     def _record(self, signum: int, _frame: FrameType | None) -> None:
@@ -161,7 +163,12 @@ class SignalQueue:
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)
         self._previous.clear()
         if self._wake is not None:
-            signal.set_wakeup_fd(self._previous_wakeup)
-            for sock in self._wake:
-                sock.close()
+            reader, writer = self._wake
+            with contextlib.suppress(ValueError, OSError):
+                current = signal.set_wakeup_fd(self._previous_wakeup)
+                if current != writer.fileno():  # someone set another since: theirs stays
+                    signal.set_wakeup_fd(current)
+            self._poll.unregister(reader)
+            reader.close()
+            writer.close()
             self._wake = None

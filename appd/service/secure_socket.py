@@ -117,6 +117,8 @@ class SecureSocketAppService(AppServiceBase):
     #: The validated settings, once :meth:`configure` has built them (see
     #: :mod:`appd.service.settings`); ``None`` until then.
     settings: SocketServiceSettings | None = None
+    #: What :meth:`derive_keys` derived: the pre-shared key and users it is for, and the keys.
+    _derived: tuple[bytes, dict[str, str], ServerCredentials] | None = None
 
     def __init__(self) -> None:
         self._loop_thread: LoopThread | None = None
@@ -224,7 +226,8 @@ class SecureSocketAppService(AppServiceBase):
         where = sock.getsockname()
         log.info("serving", service=self.name, address=str(where) or settings.address)
         self._server = SecureSocketServer(
-            settings.server, handler, sock, counter=self._counter, gate=gate
+            settings.server, handler, sock, counter=self._counter, gate=gate,
+            credentials=self._derived_for(settings.server),
         )
         try:
             self._server.serve(quit_requested)
@@ -251,15 +254,25 @@ class SecureSocketAppService(AppServiceBase):
 
     def derive_keys(self) -> None:
         """Derive the keys a handshake is checked with (scrypt of the pre-shared key and of
-        each user's password, about 0.05 s each) into this process's caches, so that a process
-        forked from this one afterwards serves at once instead of deriving them first.  The
-        supervisor calls it before it forks the service's processes: a restart after a crash
-        then answers that much sooner.
+        each user's password, tens of milliseconds each) and keep them on the service, so that
+        :meth:`serve`, in this process or in one forked from it afterwards, starts with them
+        instead of deriving them first.  The supervisor calls it before it forks the service's
+        processes: a restart after a crash then answers that much sooner.  Nothing is derived
+        again while the key and the users stay the same.
 
         :raises ConfigurationError: the service's settings are invalid.
         """
         server = self.settings.server if self.settings is not None else self.server_settings()
-        ServerCredentials(server.psk, server.users)  # kept by the derivations' caches
+        if self._derived_for(server) is None:
+            credentials = ServerCredentials(server.psk, server.users)
+            self._derived = (server.psk, dict(server.users), credentials)
+
+    def _derived_for(self, server: ServerSettings) -> ServerCredentials | None:
+        """The keys :meth:`derive_keys` derived, if they are for ``server``'s key and users."""
+        derived = self._derived
+        if derived is None or derived[0] != server.psk or derived[1] != dict(server.users):
+            return None
+        return derived[2]
 
     def configure(
         self,

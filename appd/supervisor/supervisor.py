@@ -41,7 +41,7 @@ from appd.runtime.engine import Engine, Event, Slot, SlotState, write_json_atomi
 from appd.runtime.logfile import reopen_log_file
 from appd.runtime.process import INHERIT, spawn, spawn_exec
 from appd.runtime.signals import SignalQueue
-from appd.service import AppServiceBase
+from appd.service import AppServiceBase, SecureSocketAppService
 from appd.service.base import RELOAD_MODES
 from appd.supervisor.child import ProcessBoard, configure_process_logging, serve_process
 from appd.supervisor.scoreboard import Scoreboard
@@ -266,6 +266,8 @@ class Supervisor:
         entry = proc.service
         if entry.socket_service and entry.listener is None:
             self._open_listener(entry)
+        if not (proc.fresh and self.child_command is not None):  # a fork: derive the keys first
+            _derive_keys(entry.service)
         self.hooks.appd_pre_fork(service=entry.service, worker=proc.worker)
         if proc.board_slot is not None:
             self.scoreboard.release(proc.board_slot)
@@ -286,7 +288,6 @@ class Supervisor:
             )
             pid = spawn_exec(self.child_command(spec), keep_fds=keep)
         else:
-            _derive_keys(entry.service)
             board = ProcessBoard(self.scoreboard, proc.board_slot, entry.group)
             hooks, service, worker = self.hooks, entry.service, proc.worker
             config = self.config
@@ -791,14 +792,17 @@ class Supervisor:
 
 
 def _derive_keys(service: AppServiceBase) -> None:
-    """Before forking a process of ``service``: derive its handshake keys here, once (cached
-    per process), so that the forked process inherits them rather than spend the derivation's
-    ~0.1 s between its start (or its restart after a crash) and its first answer.  Invalid
-    settings are left for the process to report, as it does when it starts."""
-    derive = getattr(service, "derive_keys", None)
-    if derive is not None:
-        with contextlib.suppress(AppdError):
-            derive()
+    """Before forking a process of ``service``: derive its handshake keys here, once (see
+    :meth:`SecureSocketAppService.derive_keys`), so that the forked process inherits them
+    rather than spend the derivation's ~0.1 s between its start (or its restart after a crash)
+    and its first answer.  A failure is left for the process to report, as it does when it
+    starts with the same settings."""
+    if isinstance(service, SecureSocketAppService):
+        try:
+            SecureSocketAppService.derive_keys(service)
+        except Exception as exc:  # the process meets the same error and reports it
+            _log.debug("handshake keys not derived before the fork", service=service.name,
+                       error=type(exc).__name__)
 
 
 def _overall_state(states: set[str]) -> str:

@@ -213,10 +213,12 @@ class SecureSocketServer:
         *,
         counter: RequestCounter | None = None,
         gate: AcceptGate | None = None,
+        credentials: ServerCredentials | None = None,
     ) -> None:
         """:param handler: called with each request; its reply (or exception) is sent back.
         :param counter: counts each answered request (default: a :class:`LocalCounter`).
-        :param gate: set in a supervised process (see :class:`AcceptGate`)."""
+        :param gate: set in a supervised process (see :class:`AcceptGate`).
+        :param credentials: ``settings``' keys, derived already (default: derived here)."""
         self.settings = settings
         self.handler = handler
         self.counter: RequestCounter = LocalCounter() if counter is None else counter
@@ -224,7 +226,9 @@ class SecureSocketServer:
         self.gate = gate
         self._listening = False
         #: Derived once (scrypt per user), not per connection.
-        self.credentials = ServerCredentials(settings.psk, settings.users)
+        self.credentials = (
+            ServerCredentials(settings.psk, settings.users) if credentials is None else credentials
+        )
         #: Objects one request may decode to (see :func:`~appd.transport.protocol.max_objects`).
         self.object_limit = max_objects(settings.max_frame_size)
         #: Handshakes in progress: those still waiting for their client hello, and those

@@ -75,8 +75,11 @@ def test_quit_signals_only_raise_the_flag(signum: signal.Signals) -> None:
 
 def test_a_queued_signal_ends_the_queues_wait_and_restore_puts_everything_back() -> None:
     """What lets the supervisor reap a process the moment it ends (SIGCHLD), not a tick later."""
+    before = signal.set_wakeup_fd(-1)
+    signal.set_wakeup_fd(before)
     queue = SignalQueue()
     queue.install([signal.SIGUSR2])
+    timer = threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGUSR2))
     try:
         # One that came before the wait ends it at once...
         os.kill(os.getpid(), signal.SIGUSR2)
@@ -84,7 +87,6 @@ def test_a_queued_signal_ends_the_queues_wait_and_restore_puts_everything_back()
         queue.wait(5.0)
         assert time.monotonic() - started < 1.0
         # ...one that comes during it, as it arrives (sent from another thread).
-        timer = threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGUSR2))
         timer.start()
         started = time.monotonic()
         queue.wait(5.0)
@@ -96,9 +98,12 @@ def test_a_queued_signal_ends_the_queues_wait_and_restore_puts_everything_back()
         queue.wait(0.1)
         assert time.monotonic() - started >= 0.1
     finally:
+        timer.cancel()
+        timer.join()
         queue.restore()
     assert signal.getsignal(signal.SIGUSR2) is signal.SIG_DFL
-    assert signal.set_wakeup_fd(-1) == -1  # the wake-up descriptor was taken back
+    current = signal.set_wakeup_fd(before)
+    assert current == before  # the wake-up descriptor was put back
 
 
 def test_a_forked_child_forgets_its_parents_wake_up_descriptor() -> None:
@@ -107,8 +112,11 @@ def test_a_forked_child_forgets_its_parents_wake_up_descriptor() -> None:
     try:
         pid = os.fork()
         if pid == 0:  # the child: exit 0 only if the parent's descriptor was forgotten
-            reset_signal_handlers()
-            os._exit(0 if signal.set_wakeup_fd(-1) == -1 else 1)
+            try:
+                reset_signal_handlers()
+                os._exit(0 if signal.set_wakeup_fd(-1) == -1 else 1)
+            finally:
+                os._exit(2)
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
     finally:

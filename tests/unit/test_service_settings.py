@@ -73,20 +73,29 @@ def test_missing_key_and_users_are_configuration_errors() -> None:
         NoUsers().server_settings()
 
 
-def test_derive_keys_leaves_the_servers_credentials_nothing_to_derive() -> None:
-    """What the supervisor calls before it forks: a process forked afterwards finds the
-    handshake keys derived (no scrypt between its start and its first answer)."""
+def test_derive_keys_leaves_the_server_nothing_to_derive() -> None:
+    """What the supervisor calls before it forks: a process forked afterwards serves with the
+    keys derived there (no scrypt between its start and its first answer), and calling it
+    again derives nothing while the key and the users stay the same."""
     service = Seedish()
     service.username, service.password = "derive-keys-user", "a password of its own"
     service.configure()
     assert service.settings is not None
     server = service.settings.server
-    stretch_key.cache_clear()
+    assert service._derived_for(server) is None
     service.derive_keys()
-    misses = (stretch_key.cache_info().misses, password_key.cache_info().misses)
-    assert misses[0] == 1
-    ServerCredentials(server.psk, server.users)  # what the server builds when it serves
-    assert (stretch_key.cache_info().misses, password_key.cache_info().misses) == misses
+    derived = service._derived_for(server)
+    assert derived is not None
+    assert derived.key_for("derive-keys-user") == ServerCredentials(server.psk, server.users
+                                                                    ).key_for("derive-keys-user")
+    stretch_key.cache_clear()
+    password_key.cache_clear()
+    service.derive_keys()
+    assert (stretch_key.cache_info().misses, password_key.cache_info().misses) == (0, 0)
+    assert service._derived_for(server) is derived
+    # Other users (a reload's settings): those keys are not for them.
+    service.password = "another password"
+    assert service._derived_for(service.server_settings()) is None
 
 
 def test_derive_keys_refuses_invalid_settings() -> None:
