@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import logging.config
 import os
 import sys
 from collections.abc import Mapping, MutableMapping
@@ -193,7 +192,11 @@ def configure_logging(
         if getattr(handler, "_appd_handler", False):
             root.removeHandler(handler)
     if logging_config is not None:
-        logging.config.dictConfig(dict(logging_config))
+        # Imported here: it brings logging.handlers, socketserver and pickle (0.6 MB of every
+        # process's memory), which only an application's own configuration needs.
+        from logging.config import dictConfig
+
+        dictConfig(dict(logging_config))
         return
     handler = logging.StreamHandler(out)
     handler.setFormatter(_Formatter([*stamp, final]))
