@@ -192,7 +192,7 @@ def configure_logging(
         if getattr(handler, "_appd_handler", False):
             root.removeHandler(handler)
     if logging_config is not None:
-        # Imported here: it brings logging.handlers, socketserver and pickle (0.6 MB of every
+        # Imported here: it brings logging.handlers, socketserver and queue (0.5 MB of every
         # process's memory), which only an application's own configuration needs.
         from logging.config import dictConfig
 
