@@ -16,8 +16,12 @@ import functools
 import hashlib
 import hmac
 import math
+import os
 import secrets
 import struct
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from hmac import compare_digest as _compare_digest
 from typing import Any, Final, NamedTuple, cast
 
@@ -43,6 +47,7 @@ __all__ = [
     "human_key_reason",
     "key_bytes",
     "new_nonce",
+    "one_derivation_at_a_time",
     "password_key",
     "password_proof",
     "stretch_key",
@@ -131,6 +136,28 @@ def _scrypt(secret: bytes, salt: bytes) -> bytes:
 
     trim_heap()
     return derived
+
+
+_derivation_lock = threading.Lock()
+
+
+def _new_derivation_lock() -> None:
+    # A forked child gets a lock of its own: the parent's may be held by a thread it lacks.
+    global _derivation_lock
+    _derivation_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_derivation_lock)
+
+
+@contextmanager
+def one_derivation_at_a_time() -> Iterator[None]:
+    """Hold around :func:`stretch_key` and :func:`password_key` calls: when several threads of
+    a process need the same keys at once (a pool of clients connecting for the first time), one
+    derives them and the others then find them cached, instead of each running its own scrypt
+    (16 MiB and tens of milliseconds of CPU apiece).  A cached key costs only the lock."""
+    with _derivation_lock:
+        yield
 
 
 @functools.lru_cache(maxsize=64)

@@ -34,6 +34,7 @@ from appd.transport.crypto import (
     Sealer,
     derive_session_keys,
     new_nonce,
+    one_derivation_at_a_time,
     password_key,
     password_proof,
     stretch_key,
@@ -305,9 +306,10 @@ class ClientHandshake:
     def __init__(
         self, psk: bytes, username: str, password: str, *, nonce: bytes | None = None
     ) -> None:
-        self._psk = stretch_key(psk)
+        with one_derivation_at_a_time():
+            self._psk = stretch_key(psk)
+            self._pw_key = password_key(self._psk, username, password)
         self._username = username
-        self._pw_key = password_key(self._psk, username, password)
         self._nonce = nonce if nonce is not None else new_nonce()
         self._hello = MAGIC + bytes([VERSION]) + self._nonce
         self._session: Session | None = None
@@ -362,8 +364,9 @@ class ServerCredentials:
     __slots__ = ("_dummy", "_keys", "psk")
 
     def __init__(self, psk: bytes, users: Mapping[str, str]) -> None:
-        self.psk = stretch_key(psk)
-        self._keys = {user: password_key(self.psk, user, pw) for user, pw in users.items()}
+        with one_derivation_at_a_time():
+            self.psk = stretch_key(psk)
+            self._keys = {user: password_key(self.psk, user, pw) for user, pw in users.items()}
         # An unknown user's proof is checked against a random key: the same work as a known one.
         self._dummy = new_nonce()
 
