@@ -419,9 +419,11 @@ class SecureSocketAppClient(ClientBase):
         raise AssertionError("unreachable")
 
     def _connect_once(self, deadline: float) -> _Connection:
+        # The keys first (a process's first connection derives them): the service's handshake
+        # timeout then does not run while this process derives.
+        handshake = self._new_handshake()
         sock = _open_socket(self, max(0.001, deadline - time.monotonic()))
         conn = _Connection(sock, _pending_session(), self.max_frame_size)
-        handshake = self._new_handshake()
         try:
             sock.sendall(handshake.hello())
             sock.sendall(handshake.on_server_hello(conn.read_frame(deadline)))

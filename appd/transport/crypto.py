@@ -20,6 +20,7 @@ import os
 import secrets
 import struct
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from hmac import compare_digest as _compare_digest
@@ -43,11 +44,11 @@ __all__ = [
     "Sealer",
     "SessionKeys",
     "derive_session_keys",
+    "deriving",
     "generate_key",
     "human_key_reason",
     "key_bytes",
     "new_nonce",
-    "one_derivation_at_a_time",
     "password_key",
     "password_proof",
     "stretch_key",
@@ -138,25 +139,34 @@ def _scrypt(secret: bytes, salt: bytes) -> bytes:
     return derived
 
 
-_derivation_lock = threading.Lock()
+#: One lock per derivation in progress (by its inputs), shared by the threads that need it.
+_deriving: weakref.WeakValueDictionary[tuple[object, ...], threading.Lock] = (
+    weakref.WeakValueDictionary()
+)
+_deriving_guard = threading.Lock()
 
 
-def _new_derivation_lock() -> None:
-    # A forked child gets a lock of its own: the parent's may be held by a thread it lacks.
-    global _derivation_lock
-    _derivation_lock = threading.Lock()
+def _forget_derivations_in_progress() -> None:
+    # A forked child starts afresh: the parent's locks may be held by threads it lacks.
+    global _deriving, _deriving_guard
+    _deriving, _deriving_guard = weakref.WeakValueDictionary(), threading.Lock()
 
 
-os.register_at_fork(after_in_child=_new_derivation_lock)
+os.register_at_fork(after_in_child=_forget_derivations_in_progress)
 
 
 @contextmanager
-def one_derivation_at_a_time() -> Iterator[None]:
-    """Hold around :func:`stretch_key` and :func:`password_key` calls: when several threads of
-    a process need the same keys at once (a pool of clients connecting for the first time), one
-    derives them and the others then find them cached, instead of each running its own scrypt
-    (16 MiB and tens of milliseconds of CPU apiece).  A cached key costs only the lock."""
-    with _derivation_lock:
+def deriving(*inputs: object) -> Iterator[None]:
+    """Hold around a :func:`stretch_key` or :func:`password_key` call with these ``inputs``:
+    threads of a process that need the same key at once (a pool of clients connecting for
+    the first time) wait for one derivation and then find it cached, instead of each running
+    its own scrypt (16 MiB and tens of milliseconds of CPU apiece).  Derivations of other
+    inputs go on meanwhile; a cached key costs only the lock."""
+    with _deriving_guard:
+        lock = _deriving.get(inputs)
+        if lock is None:
+            lock = _deriving[inputs] = threading.Lock()
+    with lock:
         yield
 
 

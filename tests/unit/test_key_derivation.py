@@ -7,31 +7,35 @@ import secrets
 import threading
 
 from appd.transport import crypto
-from appd.transport.crypto import one_derivation_at_a_time, password_key, stretch_key
+from appd.transport.crypto import deriving, password_key, stretch_key
 from appd.transport.protocol import ClientHandshake, ServerCredentials
+
+
+def _run_all(threads: list[threading.Thread]) -> None:
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+        assert not thread.is_alive()
 
 
 def test_threads_needing_the_same_keys_at_once_derive_them_once() -> None:
     """A pool of clients connecting for the first time: one scrypt per key, not one per
-    thread (each is 16 MiB and tens of milliseconds of CPU; eight at once, on a busy machine,
-    made handshakes time out)."""
+    thread (each is 16 MiB and tens of milliseconds of CPU; sixteen at once, on a busy
+    machine, made handshakes time out)."""
     key = secrets.token_bytes(32)
     before = stretch_key.cache_info().misses, password_key.cache_info().misses
     start = threading.Barrier(8)
     errors: list[BaseException] = []
 
     def connect() -> None:
-        start.wait()
         try:
+            start.wait(timeout=10)
             ClientHandshake(key, "herd", "herd password")
         except BaseException as exc:  # reported by the assertion below
             errors.append(exc)
 
-    threads = [threading.Thread(target=connect) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    _run_all([threading.Thread(target=connect, daemon=True) for _ in range(8)])
     assert errors == []
     after = stretch_key.cache_info().misses, password_key.cache_info().misses
     assert after == (before[0] + 1, before[1] + 1)
@@ -40,23 +44,61 @@ def test_threads_needing_the_same_keys_at_once_derive_them_once() -> None:
     assert (stretch_key.cache_info().misses, password_key.cache_info().misses) == after
 
 
+def test_a_derivation_in_progress_holds_up_only_the_threads_that_need_the_same_key() -> None:
+    holding, release = threading.Event(), threading.Event()
+
+    def derive_slowly() -> None:
+        with deriving(b"one key"):
+            holding.set()
+            release.wait(10)
+
+    other_done, same_done = threading.Event(), threading.Event()
+
+    def derive_other() -> None:
+        with deriving(b"another key"):
+            other_done.set()
+
+    def derive_same() -> None:
+        with deriving(b"one key"):
+            same_done.set()
+
+    slow = threading.Thread(target=derive_slowly, daemon=True)
+    slow.start()
+    try:
+        assert holding.wait(10)
+        threads = [threading.Thread(target=f, daemon=True) for f in (derive_other, derive_same)]
+        for thread in threads:
+            thread.start()
+        assert other_done.wait(10), "another key's derivation waited for this one"
+        assert not same_done.wait(0.2), "the same key's derivation did not wait"
+    finally:
+        release.set()
+        slow.join(10)
+    assert same_done.wait(10)
+    for thread in threads:
+        thread.join(10)
+        assert not thread.is_alive()
+
+
 def test_a_forked_child_does_not_inherit_a_held_derivation_lock() -> None:
     """Forked while another thread derived, the child must still be able to derive."""
     holding, release = threading.Event(), threading.Event()
 
     def derive_slowly() -> None:
-        with one_derivation_at_a_time():
+        with deriving(b"a key"):
             holding.set()
             release.wait(10)
 
-    thread = threading.Thread(target=derive_slowly)
+    thread = threading.Thread(target=derive_slowly, daemon=True)
     thread.start()
     try:
         assert holding.wait(10)
         pid = os.fork()
-        if pid == 0:  # the child: exit 0 only if it can take the lock
+        if pid == 0:  # the child: exit 0 only if it can take the same derivation's lock
             try:
-                os._exit(0 if crypto._derivation_lock.acquire(timeout=2) else 1)
+                with crypto._deriving_guard:
+                    free = crypto._deriving.get((b"a key",)) is None
+                os._exit(0 if free else 1)
             finally:
                 os._exit(2)
         _, status = os.waitpid(pid, 0)
@@ -64,3 +106,4 @@ def test_a_forked_child_does_not_inherit_a_held_derivation_lock() -> None:
     finally:
         release.set()
         thread.join(10)
+    assert not thread.is_alive()
