@@ -110,6 +110,19 @@ def reap_zombies() -> None:
             return
 
 
+def true_in_a_forked_child(check: Callable[[], bool]) -> bool:
+    """Whether ``check()`` is true in a forked child of this process (which exits at once,
+    whatever happens, and never runs the test session's code)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os._exit(0 if check() else 1)
+        finally:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0
+
+
 def read_pid(path: str | os.PathLike[str]) -> int | None:
     """The pid written in a pid file, or None when it is missing or not a number."""
     try:

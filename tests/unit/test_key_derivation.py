@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 import threading
+
+from support import true_in_a_forked_child
 
 from appd.transport import crypto
 from appd.transport.crypto import deriving, password_key, stretch_key
@@ -89,20 +90,15 @@ def test_a_forked_child_does_not_inherit_a_held_derivation_lock() -> None:
             holding.set()
             release.wait(10)
 
+    def free_in_this_process() -> bool:
+        with crypto._deriving_guard:
+            return crypto._deriving.get((b"a key",)) is None
+
     thread = threading.Thread(target=derive_slowly, daemon=True)
     thread.start()
     try:
         assert holding.wait(10)
-        pid = os.fork()
-        if pid == 0:  # the child: exit 0 only if it can take the same derivation's lock
-            try:
-                with crypto._deriving_guard:
-                    free = crypto._deriving.get((b"a key",)) is None
-                os._exit(0 if free else 1)
-            finally:
-                os._exit(2)
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
+        assert true_in_a_forked_child(free_in_this_process)
     finally:
         release.set()
         thread.join(10)

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from support import wait_for
+from support import true_in_a_forked_child, wait_for
 
 from appd import quit_requested, sleep
 from appd.runtime.quit import clear_quit, request_quit
@@ -109,15 +109,11 @@ def test_a_queued_signal_ends_the_queues_wait_and_restore_puts_everything_back()
 def test_a_forked_child_forgets_its_parents_wake_up_descriptor() -> None:
     queue = SignalQueue()
     queue.install([signal.SIGUSR2])
+    def forgotten() -> bool:
+        reset_signal_handlers()
+        return signal.set_wakeup_fd(-1) == -1
+
     try:
-        pid = os.fork()
-        if pid == 0:  # the child: exit 0 only if the parent's descriptor was forgotten
-            try:
-                reset_signal_handlers()
-                os._exit(0 if signal.set_wakeup_fd(-1) == -1 else 1)
-            finally:
-                os._exit(2)
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
+        assert true_in_a_forked_child(forgotten)
     finally:
         queue.restore()
