@@ -50,8 +50,10 @@ __all__ = [
     "key_bytes",
     "new_nonce",
     "password_key",
+    "password_keys",
     "password_proof",
     "stretch_key",
+    "stretched_keys",
 ]
 
 #: Shortest pre-shared key accepted, in bytes (the seed's 16-character keys qualify).
@@ -157,11 +159,11 @@ os.register_at_fork(after_in_child=_forget_derivations_in_progress)
 
 @contextmanager
 def deriving(*inputs: object) -> Iterator[None]:
-    """Hold around a :func:`stretch_key` or :func:`password_key` call with these ``inputs``:
-    threads of a process that need the same key at once (a pool of clients connecting for
-    the first time) wait for one derivation and then find it cached, instead of each running
-    its own scrypt (16 MiB and tens of milliseconds of CPU apiece).  Derivations of other
-    inputs go on meanwhile; a cached key costs only the lock."""
+    """Held by :func:`stretch_key` and :func:`password_key` around their caches: threads of a
+    process that need the same key at once (a pool of clients connecting for the first time)
+    wait for one derivation and then find it cached, instead of each running its own scrypt
+    (16 MiB and tens of milliseconds of CPU apiece).  Derivations of other inputs go on
+    meanwhile; a cached key costs only the lock."""
     with _deriving_guard:
         lock = _deriving.get(inputs)
         if lock is None:
@@ -170,23 +172,37 @@ def deriving(*inputs: object) -> Iterator[None]:
         yield
 
 
-@functools.lru_cache(maxsize=64)
 def stretch_key(psk: bytes) -> bytes:
     """The pre-shared key stretched with scrypt: the input of every session's HKDF.
 
     Without it, one sealed reply from the service (anyone may connect) would let a guess at a
     human-chosen key be checked offline with one HKDF.  Cached: each key is stretched once per
-    process, whatever the number of clients, connections and requests.
+    process, whatever the number of clients, connections, requests and threads asking at once
+    (:func:`deriving`; the cache is :func:`stretched_keys`).
     """
+    with deriving(psk):
+        return stretched_keys(psk)
+
+
+@functools.lru_cache(maxsize=64)
+def stretched_keys(psk: bytes) -> bytes:
+    """:func:`stretch_key`'s cache (call :func:`stretch_key`: it derives each key once)."""
     return _scrypt(psk, _PSK_SALT)
 
 
-@functools.lru_cache(maxsize=256)
 def password_key(stretched_psk: bytes, username: str, password: str) -> bytes:
     """The key a user's password proofs are made with: scrypt of the password, salted with the
     deployment's stretched key and the username (so no table of guesses serves two users or two
-    deployments).  Cached per process: a client pays it on its first connection only, and the
-    service for each user when it starts serving."""
+    deployments).  Cached per process, as :func:`stretch_key` (the cache is
+    :func:`password_keys`): a client pays it on its first connection only, and the service for
+    each user when it starts serving."""
+    with deriving(stretched_psk, username, password):
+        return password_keys(stretched_psk, username, password)
+
+
+@functools.lru_cache(maxsize=256)
+def password_keys(stretched_psk: bytes, username: str, password: str) -> bytes:
+    """:func:`password_key`'s cache (call :func:`password_key`: it derives each key once)."""
     salt = hashlib.sha256(_PASSWORD_SALT + stretched_psk + username.encode("utf-8")).digest()
     return _scrypt(password.encode("utf-8"), salt)
 

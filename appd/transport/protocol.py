@@ -33,7 +33,6 @@ from appd.transport.crypto import (
     Opener,
     Sealer,
     derive_session_keys,
-    deriving,
     new_nonce,
     password_key,
     password_proof,
@@ -306,11 +305,9 @@ class ClientHandshake:
     def __init__(
         self, psk: bytes, username: str, password: str, *, nonce: bytes | None = None
     ) -> None:
-        with deriving(psk):
-            self._psk = stretch_key(psk)
-        with deriving(self._psk, username, password):
-            self._pw_key = password_key(self._psk, username, password)
+        self._psk = stretch_key(psk)
         self._username = username
+        self._pw_key = password_key(self._psk, username, password)
         self._nonce = nonce if nonce is not None else new_nonce()
         self._hello = MAGIC + bytes([VERSION]) + self._nonce
         self._session: Session | None = None
@@ -365,12 +362,8 @@ class ServerCredentials:
     __slots__ = ("_dummy", "_keys", "psk")
 
     def __init__(self, psk: bytes, users: Mapping[str, str]) -> None:
-        with deriving(psk):
-            self.psk = stretch_key(psk)
-        self._keys = {}
-        for user, pw in users.items():
-            with deriving(self.psk, user, pw):
-                self._keys[user] = password_key(self.psk, user, pw)
+        self.psk = stretch_key(psk)
+        self._keys = {user: password_key(self.psk, user, pw) for user, pw in users.items()}
         # An unknown user's proof is checked against a random key: the same work as a known one.
         self._dummy = new_nonce()
 

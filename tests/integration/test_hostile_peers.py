@@ -119,12 +119,12 @@ def test_an_offline_password_guess_costs_at_least_10_ms_of_cpu() -> None:
 def test_clients_derive_the_stretched_keys_once_per_process(service: RunningService) -> None:
     with service.client() as first:
         assert first.call("echo", 1) == 1
-    before = crypto.password_key.cache_info().misses, crypto.stretch_key.cache_info().misses
+    before = crypto.password_keys.cache_info().misses, crypto.stretched_keys.cache_info().misses
     for _ in range(5):  # new clients, new connections: no key is derived again
         with service.client() as client:
             for n in range(20):
                 assert client.call("echo", n) == n
-    after = crypto.password_key.cache_info().misses, crypto.stretch_key.cache_info().misses
+    after = crypto.password_keys.cache_info().misses, crypto.stretched_keys.cache_info().misses
     assert after == before
 
 

@@ -8,7 +8,7 @@ import threading
 from support import true_in_a_forked_child
 
 from appd.transport import crypto
-from appd.transport.crypto import deriving, password_key, stretch_key
+from appd.transport.crypto import deriving, password_keys, stretched_keys
 from appd.transport.protocol import ClientHandshake, ServerCredentials
 
 
@@ -25,7 +25,7 @@ def test_threads_needing_the_same_keys_at_once_derive_them_once() -> None:
     thread (each is 16 MiB and tens of milliseconds of CPU; sixteen at once, on a busy
     machine, made handshakes time out)."""
     key = secrets.token_bytes(32)
-    before = stretch_key.cache_info().misses, password_key.cache_info().misses
+    before = stretched_keys.cache_info().misses, password_keys.cache_info().misses
     start = threading.Barrier(8)
     errors: list[BaseException] = []
 
@@ -38,11 +38,11 @@ def test_threads_needing_the_same_keys_at_once_derive_them_once() -> None:
 
     _run_all([threading.Thread(target=connect, daemon=True) for _ in range(8)])
     assert errors == []
-    after = stretch_key.cache_info().misses, password_key.cache_info().misses
+    after = stretched_keys.cache_info().misses, password_keys.cache_info().misses
     assert after == (before[0] + 1, before[1] + 1)
     # A server of the same key and user, in the same process, derives nothing more.
     ServerCredentials(key, {"herd": "herd password"})
-    assert (stretch_key.cache_info().misses, password_key.cache_info().misses) == after
+    assert (stretched_keys.cache_info().misses, password_keys.cache_info().misses) == after
 
 
 def test_a_derivation_in_progress_holds_up_only_the_threads_that_need_the_same_key() -> None:

@@ -6,7 +6,7 @@ import pytest
 
 import appd
 from appd import ConfigurationError, SecureSocketAppService, command, generate_key
-from appd.transport.crypto import password_key, stretch_key
+from appd.transport.crypto import password_keys, stretched_keys
 from appd.transport.protocol import ServerCredentials
 from appd.transport.server import Request
 
@@ -88,10 +88,10 @@ def test_derive_keys_leaves_the_server_nothing_to_derive() -> None:
     assert derived is not None
     assert derived.key_for("derive-keys-user") == ServerCredentials(server.psk, server.users
                                                                     ).key_for("derive-keys-user")
-    stretch_key.cache_clear()
-    password_key.cache_clear()
+    stretched_keys.cache_clear()
+    password_keys.cache_clear()
     service.derive_keys()
-    assert (stretch_key.cache_info().misses, password_key.cache_info().misses) == (0, 0)
+    assert (stretched_keys.cache_info().misses, password_keys.cache_info().misses) == (0, 0)
     assert service._derived_for(server) is derived
     # Other users (a reload's settings): those keys are not for them.
     service.password = "another password"
