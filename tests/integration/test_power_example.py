@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -551,7 +552,9 @@ def test_the_documented_cli_outputs_are_what_the_commands_print(tmp_path: Path) 
     assert sorted(command for command, _ in documented) == sorted(DOCUMENTED_ORDER)
     pdu_port, power_port = free_port(), free_port()
     config = (EXAMPLE / "appd.toml").read_text()
-    config = config.replace("9100", str(pdu_port)).replace("9001", str(power_port))
+    # Whole settings, not digits: a free port may itself contain "9001" or "9100".
+    config = re.sub(r"\b(pdu_)?port = 9100\b", lambda m: f"{m[1] or ''}port = {pdu_port}", config)
+    config = re.sub(r"\bport = 9001\b", f"port = {power_port}", config)
     (tmp_path / "appd.toml").write_text(config)
     replacements = {
         "/home/me/appd/examples/power": str(tmp_path),
