@@ -167,7 +167,17 @@ class SecureSocketAppService(AppServiceBase):
         """The service's own dispatch, the innermost step of its request pipeline (plugins'
         ``appd_request`` wrappers run around it); runs :meth:`handle_request` and waits for it
         when it is asynchronous."""
-        result = self.handle_request(request.cmd, *request.args, **request.kwargs)
+        if type(self).handle_request is _HANDLE_REQUEST:  # its work, without the call
+            attr = self._commands.get(request.cmd)
+            if attr is not None:
+                value = getattr(self, attr)(*request.args, **request.kwargs)
+                if type(value) in _NEVER_AWAITABLE or not inspect.isawaitable(value):
+                    return [value], {}
+                result: Any = _wrap_single(value)
+            else:
+                result = self.handle_request(request.cmd, *request.args, **request.kwargs)
+        else:
+            result = self.handle_request(request.cmd, *request.args, **request.kwargs)
         if type(result) is not tuple and inspect.isawaitable(result):
             if self._loop_thread is None:
                 self._loop_thread = LoopThread()
@@ -329,3 +339,6 @@ class SecureSocketAppService(AppServiceBase):
 
 async def _wrap_single(value: Awaitable[Any]) -> tuple[list[Any], dict[str, Any]]:
     return [await value], {}
+
+
+_HANDLE_REQUEST = SecureSocketAppService.handle_request

@@ -586,17 +586,17 @@ class _Connection:
     def on_readable(self) -> None:
         """Serving loop: read what arrived, serve each whole request in it; close the
         connection on end of file or a protocol violation."""
+        decoder = self.decoder
         try:
             data = self.sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
             if not data:
                 self.close()
                 return
-            body = self.decoder.push(data)
+            body = decoder.push(data)
             if body is None:  # part of a frame: its deadline runs from its first byte
                 if not self.frame_started:
                     self.frame_started = time.monotonic()
                 return
-            decoder = self.decoder
             while body is not None and not self.closed:
                 if len(body) < TRIM_AFTER:
                     self._serve_body(body)  # (_serve_frame without a call, the common case)
@@ -618,7 +618,7 @@ class _Connection:
             return
         now = time.monotonic()
         self.last_activity = now
-        self.frame_started = now if self.decoder.buffer else 0.0
+        self.frame_started = now if decoder.buffer else 0.0
 
     def _overdue(self, now: float) -> str | None:
         """``"frame"`` when a frame has been arriving for longer than ``frame_timeout``,
@@ -718,6 +718,10 @@ class _Connection:
             self.server.trim_due = True
 
     def _serve_body(self, body: bytes) -> None:
+        """Serve one request frame, from opening it to writing the reply.  Written as one
+        function on purpose, as the client's call is: it is every request's path, and each
+        Python call it saves is CPU saved on both sides of the round trip
+        (docs/performance.md); what is not the common case is in the methods it calls."""
         plaintext = self.open(body)  # raises before anything runs if it fails
         try:
             request_id, cmd, args, kwargs, within, rid = decode_scoped_request(
@@ -725,11 +729,7 @@ class _Connection:
             )
         except BadRequest as exc:
             del plaintext
-            if len(body) >= TRIM_AFTER:  # give a refused bomb's memory back before answering
-                trim_heap()
-            self._send(encode_error(exc.request_id, "bad_request", "ProtocolError", str(exc)))
-            if exc.request_id is None:  # not a request at all: answered, then closed
-                raise ProtocolError(str(exc)) from None
+            self._refuse(exc, len(body))
             return
         limiter = self.limiter
         if within is None:
@@ -770,7 +770,20 @@ class _Connection:
         reply = b""
         token = set_scope((expires, rid))  # what the handler (and its log records) sees
         try:
-            reply = self._run_handler(request)
+            try:
+                result = self.handler(request)
+            except BaseException as exc:
+                reply = self._handler_failed(request, exc)
+            else:
+                try:
+                    if (type(result) is tuple and len(result) == 2
+                            and type(result[0]) is list and type(result[1]) is dict):
+                        reply = encode_reply(request_id, result[0], result[1])  # the usual
+                    else:
+                        res_args, res_kwargs = _split_result(result)
+                        reply = encode_reply(request_id, res_args, res_kwargs)
+                except (TypeError, ValueError, OverflowError) as exc:
+                    reply = self._unserializable(request, exc)
         finally:
             reset_scope(token)
             with self.send_lock:
@@ -780,6 +793,15 @@ class _Connection:
                     limiter.release()
                     if reply and not self.closed:  # no reply was built: the connection closes
                         self._write(self.seal_frame(reply))
+
+    def _refuse(self, exc: BadRequest, size: int) -> None:
+        """Answer a request frame that :func:`decode_scoped_request` refused; a frame that is
+        not a request at all is answered, then the connection closed (:class:`ProtocolError`)."""
+        if size >= TRIM_AFTER:  # give a refused bomb's memory back before answering
+            trim_heap()
+        self._send(encode_error(exc.request_id, "bad_request", "ProtocolError", str(exc)))
+        if exc.request_id is None:
+            raise ProtocolError(str(exc)) from None
 
     def hand_off(self) -> None:
         """About to wait for a handler slot: the serving loop (if this connection is served
@@ -840,10 +862,9 @@ class _Connection:
                 f"reply not written within write_timeout ({self.write_timeout} s)"
             ) from None
 
-    def _run_handler(self, request: Request) -> bytes:
-        try:
-            result = self.handler(request)
-        except DeadlineExceeded as exc:
+    def _handler_failed(self, request: Request, exc: BaseException) -> bytes:
+        """The error reply for a handler that raised ``exc``."""
+        if isinstance(exc, DeadlineExceeded):
             if exc.unstarted:
                 # Raised in this process before the handler acted (e.g. a capacity wait cut
                 # short by the deadline): the request was not executed.
@@ -856,32 +877,26 @@ class _Connection:
                 request.id, "timeout", "RequestTimeout",
                 f"{request.cmd!r} ran out of its deadline {where}",
             )
-        except RequestTimeout as exc:
+        if isinstance(exc, RequestTimeout):
             return encode_error(request.id, "timeout", "RequestTimeout", str(exc))
-        except BaseException as exc:
-            # SystemExit and the like too: out of a handler they are its failure, not the
-            # server's, and would otherwise end the thread serving every connection.  (Handlers
-            # never run on the main thread, so KeyboardInterrupt does not arrive here.)
-            self.server.errors.failed(request.cmd, self.peer, exc, time.monotonic())
-            return encode_error(request.id, "handler", type(exc).__name__, str(exc))
-        try:
-            if type(result) is tuple and len(result) == 2:  # the common case, checked cheaply
-                res_args, res_kwargs = result
-                if type(res_args) is list and type(res_kwargs) is dict:
-                    return encode_reply(request.id, res_args, res_kwargs)
-            res_args, res_kwargs = _split_result(result)
-            return encode_reply(request.id, res_args, res_kwargs)
-        except (TypeError, ValueError, OverflowError) as exc:
-            log.warning(
-                "handler result cannot be sent", service=self.server.settings.name,
-                cmd=clip(request.cmd), error=clip(str(exc)),
-            )
-            return encode_error(
-                request.id,
-                "unserializable",
-                type(exc).__name__,
-                f"the result of {request.cmd!r} cannot be serialized: {exc}",
-            )
+        # SystemExit and the like too: out of a handler they are its failure, not the server's,
+        # and would otherwise end the thread serving every connection.  (Handlers never run on
+        # the main thread, so KeyboardInterrupt does not arrive here.)
+        self.server.errors.failed(request.cmd, self.peer, exc, time.monotonic())
+        return encode_error(request.id, "handler", type(exc).__name__, str(exc))
+
+    def _unserializable(self, request: Request, exc: Exception) -> bytes:
+        """The error reply for a handler result that cannot be encoded."""
+        log.warning(
+            "handler result cannot be sent", service=self.server.settings.name,
+            cmd=clip(request.cmd), error=clip(str(exc)),
+        )
+        return encode_error(
+            request.id,
+            "unserializable",
+            type(exc).__name__,
+            f"the result of {request.cmd!r} cannot be serialized: {exc}",
+        )
 
     def expire_if_overdue(self, now: float) -> None:
         """Watchdog: abandon the running request if it overran ``request_timeout``.

@@ -7,10 +7,13 @@ in a subprocess, as a site's operators and web workers would.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,17 +146,32 @@ def all_ready(status: dict[str, Any]) -> bool:
     return bool(services) and all(s["state"] == "ready" for s in services.values())
 
 
+_pristine: list[Path] = []
+
+
+def _pristine_project(env: dict[str, str]) -> Path:
+    """What ``startproject mysite`` and ``startapp devices`` make, made once per test process
+    (two Django interpreters) and copied for each project."""
+    if not _pristine:
+        directory = Path(tempfile.mkdtemp(prefix="appd-django-"))
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)
+        maker = DjangoProject(directory, 0, env)
+        created = maker.run(sys.executable, "-m", "django", "startproject", "mysite", ".")
+        assert created.returncode == 0, created.stderr
+        created = maker.manage("startapp", "devices")
+        assert created.returncode == 0, created.stderr
+        _pristine.append(directory)
+    return _pristine[0]
+
+
 def make_project(directory: Path) -> DjangoProject:
     """startproject, startapp, services.py and settings.APPD: a project that checks clean."""
     unwanted = ("APPD_CONFIG", "DJANGO_SETTINGS_MODULE")
     env = {k: v for k, v in os.environ.items() if k not in unwanted}
     env.update(DEVICE_KEY=KEY, DEVICE_PASSWORD=PASSWORD)
-    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(_pristine_project(env), directory, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__"))
     project = DjangoProject(directory, free_port(), env)
-    created = project.run(sys.executable, "-m", "django", "startproject", "mysite", ".")
-    assert created.returncode == 0, created.stderr
-    created = project.manage("startapp", "devices")
-    assert created.returncode == 0, created.stderr
     project.write("devices/services.py", DEVICE_SERVICES)
     project.add_settings(APPD_SETTINGS.format(port=project.port))
     return project
