@@ -778,10 +778,10 @@ class _Connection:
                 try:
                     if (type(result) is tuple and len(result) == 2
                             and type(result[0]) is list and type(result[1]) is dict):
-                        reply = encode_reply(request_id, result[0], result[1])  # the usual
+                        reply = encode_reply(request.id, result[0], result[1])  # the usual
                     else:
                         res_args, res_kwargs = _split_result(result)
-                        reply = encode_reply(request_id, res_args, res_kwargs)
+                        reply = encode_reply(request.id, res_args, res_kwargs)
                 except (TypeError, ValueError, OverflowError) as exc:
                     reply = self._unserializable(request, exc)
         finally:
@@ -863,7 +863,9 @@ class _Connection:
             ) from None
 
     def _handler_failed(self, request: Request, exc: BaseException) -> bytes:
-        """The error reply for a handler that raised ``exc``."""
+        """The error reply for a handler that raised ``exc``: a deadline that passed before
+        it acted is counted as expired in the limiter, any other failure is recorded in the
+        handler error log (the timeouts are not: the caller learns of them)."""
         if isinstance(exc, DeadlineExceeded):
             if exc.unstarted:
                 # Raised in this process before the handler acted (e.g. a capacity wait cut

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 import appd
@@ -119,6 +121,24 @@ def test_command_dispatch_by_name() -> None:
     assert service.handle_request("poweron", 5) == (["on 5"], {})
     with pytest.raises(appd.UnknownCommand):
         service.handle_request("poweroff", 1)  # registered under "off"
+
+
+def test_process_request_dispatches_as_handle_request_does() -> None:
+    """process_request's own lookup (the default handle_request) changes nothing: an unknown
+    command, an override on the class or on the instance, keyword arguments."""
+    service = Seedish()
+    with pytest.raises(appd.UnknownCommand):
+        service.process_request(Request(1, "poweroff", [1], {}, "u", "unix"))
+    with pytest.raises(TypeError, match="handle_request"):
+        service.process_request(Request(2, "off", [], {"reqcmd": 1}, "u", "unix"))
+
+    class Own(Seedish):
+        def handle_request(self, reqcmd: str, *args: Any, **kwargs: Any) -> Any:
+            return [f"own {reqcmd}"], {}
+
+    assert Own().process_request(Request(3, "off", [2], {}, "u", "unix")) == (["own off"], {})
+    service.handle_request = lambda reqcmd, *args, **kwargs: ([reqcmd], {})  # type: ignore[method-assign]
+    assert service.process_request(Request(4, "off", [2], {}, "u", "unix")) == (["off"], {})
 
 
 def test_generate_key_is_fresh_text_of_32_bytes() -> None:
