@@ -421,11 +421,15 @@ class SecureSocketAppClient(ClientBase):
     def _connect_once(self, deadline: float) -> _Connection:
         # A service that is down refuses the connection at once, before anything is derived.
         sock = _open_socket(self, max(0.001, deadline - time.monotonic()))
+        try:
+            # A process's first connection derives the keys (one scrypt derivation per key,
+            # however many threads connect at once), before its hello starts the handshake.
+            handshake = self._new_handshake()
+        except BaseException:
+            sock.close()
+            raise
         conn = _Connection(sock, _pending_session(), self.max_frame_size)
         try:
-            # A process's first connection derives the keys (one scrypt derivation per key, however
-            # many threads connect at once), before its hello starts the handshake.
-            handshake = self._new_handshake()
             sock.sendall(handshake.hello())
             sock.sendall(handshake.on_server_hello(conn.read_frame(deadline)))
             conn.session = handshake.on_auth_result(conn.read_frame(deadline))

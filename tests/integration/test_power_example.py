@@ -552,9 +552,13 @@ def test_the_documented_cli_outputs_are_what_the_commands_print(tmp_path: Path) 
     assert sorted(command for command, _ in documented) == sorted(DOCUMENTED_ORDER)
     pdu_port, power_port = free_port(), free_port()
     config = (EXAMPLE / "appd.toml").read_text()
-    # Whole settings, not digits: a free port may itself contain "9001" or "9100".
-    config = re.sub(r"\b(pdu_)?port = 9100\b", lambda m: f"{m[1] or ''}port = {pdu_port}", config)
-    config = re.sub(r"\bport = 9001\b", f"port = {power_port}", config)
+    # Whole settings in one pass, not digits: a free port may itself contain "9001" or "9100".
+    ports = {"9100": pdu_port, "9001": power_port}
+    config, replaced = re.subn(
+        r"^((?:pdu_)?port) = (9100|9001)$", lambda m: f"{m[1]} = {ports[m[2]]}", config,
+        flags=re.MULTILINE,
+    )
+    assert replaced == 3, config
     (tmp_path / "appd.toml").write_text(config)
     replacements = {
         "/home/me/appd/examples/power": str(tmp_path),
