@@ -229,8 +229,12 @@ class ClientBase:
         str, Any
     ]]:
         if reply.id is None and reply.error_code == "bad_request":
+            self._drop()  # the service closes it too
             raise ProtocolError(f"{self.address} refused the request: {reply.error_message}")
         if reply.id != request_id:
+            # The replies on this connection can no longer be matched to their requests: the
+            # next call goes on a new one.
+            self._drop()
             raise ProtocolError(
                 f"{self.address} answered request {reply.id} while {request_id} was pending"
             )
