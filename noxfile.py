@@ -90,7 +90,9 @@ def bench(session: nox.Session) -> None:
     the baseline.
 
     ``nox -s bench -- --check`` measures only the guarded figures and fails when one is more
-    than 20 % worse than bench/baseline.json (see docs/performance.md)."""
+    than 20 % worse than bench/baseline.json; ``-- --check --against main`` measures main's
+    appd beside the working tree's, alternating, and compares with that instead (see
+    docs/performance.md)."""
     session.install(".[bench]", "./examples/power", "./plugins/appd-prometheus")
     quick = [a for a in session.posargs if a == "--quick"]
     if "--check" in session.posargs:
