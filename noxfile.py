@@ -95,7 +95,7 @@ def bench(session: nox.Session) -> None:
     docs/performance.md)."""
     session.install(".[bench]", "./examples/power", "./plugins/appd-prometheus")
     quick = [a for a in session.posargs if a == "--quick"]
-    if "--check" in session.posargs:
+    if "--check" in session.posargs or "--against" in session.posargs:
         session.run("python", "bench/check.py", *session.posargs)
         return
     session.run("python", "bench/run.py", *session.posargs)

@@ -63,7 +63,13 @@ def measure_side(pythonpath: Path, out: Path, quick: bool) -> dict[str, float]:
         [str(pythonpath), *filter(None, [env.get("PYTHONPATH")])]
     )
     argv = [sys.executable, str(BENCH / "check.py"), "--repeat", "1", "--json", str(out)]
-    subprocess.run(argv + (["--quick"] if quick else []), env=env, check=True)
+    done = subprocess.run(argv + (["--quick"] if quick else []), env=env)
+    if done.returncode != 0:
+        raise SystemExit(
+            f"measuring the appd under {pythonpath} failed (exit {done.returncode}, above): the "
+            "working tree's benchmarks and power example run against it, so a ref older than "
+            "the API they use cannot be measured this way"
+        )
     figures: dict[str, float] = json.loads(out.read_text())
     return figures
 

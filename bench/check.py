@@ -23,7 +23,8 @@ is more than ``--tolerance`` (20 %) worse: rates and utilizations lower, memory 
 moved them).  ``nox -s bench -- --check`` runs this check alone.
 
 ``--against REF`` (a git ref: ``main``, a commit) measures REF's ``appd`` and the working
-tree's side by side instead, ``--repeat`` rounds each in alternating order (``bench/against.py``),
+tree's side by side instead, ``--repeat`` rounds each (rounded up to an even number) in
+alternating order (``bench/against.py``),
 prints both sides' medians, and with ``--check`` compares the working tree with REF rather than
 with the baseline: on a shared machine the check then judges the change, not the hour.
 """
@@ -200,6 +201,7 @@ def compare_with_ref(
     import against
 
     tree = "working tree"
+    repeat += repeat % 2  # as many rounds with each side first
     with tempfile.TemporaryDirectory(prefix="appd-against-") as tmp:
         sides = {ref: against.extract(ref, Path(tmp) / "ref"), tree: against.repository()}
         names = {ref: "ref", tree: "tree"}
@@ -210,13 +212,13 @@ def compare_with_ref(
             ),
         )
     theirs, ours = against.medians(rounds[ref]), against.medians(rounds[tree])
-    width = max(len(k) for k in ours)
-    print(f"\n## {ref} against the {tree} (medians of {repeat}, alternating)\n")
-    print(f"{'figure':<{width}}  {ref:>12}  {tree:>12}  ratio")
+    width, column = max(len(k) for k in ours), max(12, len(ref))
+    print(f"\n## {ref} against the {tree} (medians of {repeat} rounds each, alternating)\n")
+    print(f"{'figure':<{width}}  {ref:>{column}}  {tree:>12}  ratio")
     for key, value in ours.items():
         base = theirs.get(key)
         ratio = f"{value / base:.2f}x" if base else ""
-        print(f"{key:<{width}}  {base if base is not None else float('nan'):>12.3f}  "
+        print(f"{key:<{width}}  {base if base is not None else float('nan'):>{column}.3f}  "
               f"{value:>12.3f}  {ratio}")
     if json_out:
         Path(json_out).write_text(json.dumps({ref: theirs, tree: ours}, indent=2) + "\n")
