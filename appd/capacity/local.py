@@ -45,6 +45,24 @@ _TRY_FLAGS: Final = os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC
 #: cookie, len).
 _IN_CLOSE_WRITE: Final = 0x8
 _IN_EVENT_HEADER: Final = 16
+#: A holder's record is written over the slot file's first bytes, padded with spaces to this
+#: width (JSON ignores them), and blanked on release: never truncated.  Truncating a file to
+#: zero and writing it makes ext4 (``auto_da_alloc``) flush it to disk when it is closed, as
+#: every release closes it: a disk write per release, and about 0.25 ms more before the waiters
+#: hear of it.
+_RECORD_BYTES: Final = 256
+_BLANK_RECORD: Final = b" " * _RECORD_BYTES
+
+
+def _write_record(fd: int, record: dict[str, object]) -> None:
+    """Write a holder's record over the slot file's first :data:`_RECORD_BYTES` (a longer one,
+    which no holder id makes, replaces the file's content)."""
+    data = json.dumps(record).encode()
+    if len(data) <= _RECORD_BYTES:
+        os.pwrite(fd, data.ljust(_RECORD_BYTES), 0)
+    else:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, data, 0)
 
 
 class _Doorbell:
@@ -149,9 +167,7 @@ class LocalBackend:
                 raise self._unavailable(f"cannot open {path.name}", exc) from None
             try:
                 token = self._next_token()
-                record = json.dumps({"holder": holder, "token": token}).encode()
-                os.ftruncate(record_fd, 0)
-                os.pwrite(record_fd, record, 0)
+                _write_record(record_fd, {"holder": holder, "token": token})
             except BaseException:
                 os.close(fd)
                 os.close(record_fd)
@@ -221,11 +237,11 @@ class LocalBackend:
         return (held.st_dev, held.st_ino) == (current.st_dev, current.st_ino)
 
     def release(self, grant: Grant) -> None:
-        """Empty the slot's record and unlock it (closing the file drops the lock), then close
+        """Blank the slot's record and unlock it (closing the file drops the lock), then close
         the record's writable descriptor: the event that wakes the waiters, after the unlock."""
         fd, _index, record_fd = grant.handle
         with contextlib.suppress(OSError):
-            os.ftruncate(record_fd, 0)
+            os.pwrite(record_fd, _BLANK_RECORD, 0)
         os.close(fd)
         os.close(record_fd)
 

@@ -190,3 +190,23 @@ def test_a_cancelled_async_wait_leaks_no_slot(capacity: Capacity) -> None:
 
     asyncio.run(main())
     wait_for(lambda: capacity.status().holders == (), message="no slot left held")
+
+
+def test_a_release_blanks_the_holders_record_and_never_truncates_the_slot_file(
+    capacity: Capacity, tmp_path: Path
+) -> None:
+    """Truncating a slot file to zero and writing it again makes ext4 flush it to disk when the
+    release closes it (a write per release, and a later wake-up of the waiters): the record is
+    written over the file's first bytes and blanked instead."""
+    lease = capacity.acquire_lease()
+    (slot,) = [path for path in (tmp_path / "capacities").glob("pdu.slot*") if path.stat().st_size]
+    held = slot.read_bytes()
+    assert f'"token": {lease.token}' in held.decode()
+    assert [h.token for h in capacity.status().holders] == [lease.token]
+    lease.release()
+    released = slot.read_bytes()
+    assert len(released) == len(held) and not released.strip()
+    assert capacity.status().holders == ()
+    again = capacity.acquire_lease()  # the blank record is written over again, not appended to
+    assert [h.token for h in capacity.status().holders] == [again.token]
+    again.release()
