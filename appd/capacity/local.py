@@ -55,14 +55,24 @@ _BLANK_RECORD: Final = b" " * _RECORD_BYTES
 
 
 def _write_record(fd: int, record: dict[str, object]) -> None:
-    """Write a holder's record over the slot file's first :data:`_RECORD_BYTES` (a longer one,
-    which no holder id makes, replaces the file's content)."""
+    """Write a holder's record over the slot file's first :data:`_RECORD_BYTES` (or more, for
+    a longer record), padded with spaces; the file is cut to that width when an earlier
+    holder's longer record would trail it (cut, never to zero: see :data:`_RECORD_BYTES`).
+
+    A status read while the record is written may see part of it (then the slot shows as
+    ``(starting)``), or, over the record of a holder that died holding the slot, a mix of the
+    two; either lasts only as long as the write."""
     data = json.dumps(record).encode()
-    if len(data) <= _RECORD_BYTES:
-        os.pwrite(fd, data.ljust(_RECORD_BYTES), 0)
-    else:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, data, 0)
+    width = max(len(data), _RECORD_BYTES)
+    os.pwrite(fd, data.ljust(width), 0)
+    if os.fstat(fd).st_size > width:
+        os.ftruncate(fd, width)
+
+
+def _blank_record(fd: int) -> None:
+    """Blank the whole record (spaces over it, the file's size unchanged)."""
+    size = os.fstat(fd).st_size
+    os.pwrite(fd, _BLANK_RECORD if size <= _RECORD_BYTES else b" " * size, 0)
 
 
 class _Doorbell:
@@ -241,7 +251,7 @@ class LocalBackend:
         the record's writable descriptor: the event that wakes the waiters, after the unlock."""
         fd, _index, record_fd = grant.handle
         with contextlib.suppress(OSError):
-            os.pwrite(record_fd, _BLANK_RECORD, 0)
+            _blank_record(record_fd)
         os.close(fd)
         os.close(record_fd)
 

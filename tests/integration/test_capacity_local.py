@@ -16,6 +16,7 @@ from support import wait_for
 
 import appd
 from appd.capacity import Capacity
+from appd.capacity.local import LocalBackend
 from appd.config import CapacityConfig
 from appd.errors import CapacityTimeout, DeadlineExceeded
 
@@ -193,20 +194,39 @@ def test_a_cancelled_async_wait_leaks_no_slot(capacity: Capacity) -> None:
 
 
 def test_a_release_blanks_the_holders_record_and_never_truncates_the_slot_file(
-    capacity: Capacity, tmp_path: Path
+    settings: dict[str, Any], tmp_path: Path
 ) -> None:
     """Truncating a slot file to zero and writing it again makes ext4 flush it to disk when the
     release closes it (a write per release, and a later wake-up of the waiters): the record is
     written over the file's first bytes and blanked instead."""
-    lease = capacity.acquire_lease()
-    (slot,) = [path for path in (tmp_path / "capacities").glob("pdu.slot*") if path.stat().st_size]
-    held = slot.read_bytes()
-    assert f'"token": {lease.token}' in held.decode()
-    assert [h.token for h in capacity.status().holders] == [lease.token]
-    lease.release()
-    released = slot.read_bytes()
-    assert len(released) == len(held) and not released.strip()
-    assert capacity.status().holders == ()
-    again = capacity.acquire_lease()  # the blank record is written over again, not appended to
-    assert [h.token for h in capacity.status().holders] == [again.token]
-    again.release()
+    capacity = Capacity(CapacityConfig(**{**settings, "limit": 1}))
+    slot = tmp_path / "capacities" / "pdu.slot0"
+    try:
+        lease = capacity.acquire_lease()
+        held = slot.read_bytes()
+        assert len(held) == 256 and f'"token": {lease.token}' in held.decode()
+        assert [h.token for h in capacity.status().holders] == [lease.token]
+        lease.release()
+        released = slot.read_bytes()
+        assert len(released) == 256 and not released.strip()
+        assert capacity.status().holders == ()
+        again = capacity.acquire_lease()  # written over the blank record, not after it
+        assert len(slot.read_bytes()) == 256
+        assert [h.token for h in capacity.status().holders] == [again.token]
+        again.release()
+    finally:
+        capacity.close()
+
+
+def test_a_longer_record_is_blanked_whole_and_never_trails_a_shorter_one(tmp_path: Path) -> None:
+    backend = LocalBackend("pdu", 1, tmp_path / "capacities")
+    long_holder = "h" * 300  # a record past the 256 bytes of the usual one
+    grant = backend.try_acquire(long_holder)
+    assert grant is not None
+    assert [h.holder for h in backend.status().holders] == [long_holder]
+    backend.release(grant)
+    assert not (tmp_path / "capacities" / "pdu.slot0").read_bytes().strip()
+    grant = backend.try_acquire("short")
+    assert grant is not None
+    assert [h.holder for h in backend.status().holders] == ["short"]  # not "(starting)"
+    backend.release(grant)
