@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import secrets
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from support import true_in_a_forked_child
 
@@ -45,14 +47,28 @@ def test_threads_needing_the_same_keys_at_once_derive_them_once() -> None:
     assert (stretched_keys.cache_info().misses, password_keys.cache_info().misses) == after
 
 
-def test_a_derivation_in_progress_holds_up_only_the_threads_that_need_the_same_key() -> None:
+@contextmanager
+def derivation_held(key: bytes) -> Iterator[None]:
+    """Another thread holds ``deriving(key)`` for the block, as a slow derivation would."""
     holding, release = threading.Event(), threading.Event()
 
     def derive_slowly() -> None:
-        with deriving(b"one key"):
+        with deriving(key):
             holding.set()
             release.wait(10)
 
+    thread = threading.Thread(target=derive_slowly, daemon=True)
+    thread.start()
+    try:
+        assert holding.wait(10)
+        yield
+    finally:
+        release.set()
+        thread.join(10)
+    assert not thread.is_alive()
+
+
+def test_a_derivation_in_progress_holds_up_only_the_threads_that_need_the_same_key() -> None:
     other_done, same_done = threading.Event(), threading.Event()
 
     def derive_other() -> None:
@@ -63,18 +79,12 @@ def test_a_derivation_in_progress_holds_up_only_the_threads_that_need_the_same_k
         with deriving(b"one key"):
             same_done.set()
 
-    slow = threading.Thread(target=derive_slowly, daemon=True)
-    slow.start()
-    try:
-        assert holding.wait(10)
+    with derivation_held(b"one key"):
         threads = [threading.Thread(target=f, daemon=True) for f in (derive_other, derive_same)]
         for thread in threads:
             thread.start()
         assert other_done.wait(10), "another key's derivation waited for this one"
         assert not same_done.wait(0.2), "the same key's derivation did not wait"
-    finally:
-        release.set()
-        slow.join(10)
     assert same_done.wait(10)
     for thread in threads:
         thread.join(10)
@@ -83,23 +93,10 @@ def test_a_derivation_in_progress_holds_up_only_the_threads_that_need_the_same_k
 
 def test_a_forked_child_does_not_inherit_a_held_derivation_lock() -> None:
     """Forked while another thread derived, the child must still be able to derive."""
-    holding, release = threading.Event(), threading.Event()
-
-    def derive_slowly() -> None:
-        with deriving(b"a key"):
-            holding.set()
-            release.wait(10)
 
     def free_in_this_process() -> bool:
         with crypto._deriving_guard:
             return crypto._deriving.get((b"a key",)) is None
 
-    thread = threading.Thread(target=derive_slowly, daemon=True)
-    thread.start()
-    try:
-        assert holding.wait(10)
+    with derivation_held(b"a key"):
         assert true_in_a_forked_child(free_in_this_process)
-    finally:
-        release.set()
-        thread.join(10)
-    assert not thread.is_alive()
