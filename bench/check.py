@@ -43,6 +43,7 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import against
 import capacity
 import cpu
 import power
@@ -156,8 +157,7 @@ def _plugin_names() -> list[str]:
 
 def measure(quick: bool, repeat: int) -> dict[str, float]:
     """The median of each figure over ``repeat`` rounds."""
-    rounds = [measure_once(quick) for _ in range(repeat)]
-    return {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+    return against.medians([measure_once(quick) for _ in range(repeat)])
 
 
 def calls(quick: bool) -> int:
@@ -174,9 +174,10 @@ def steps(quick: bool) -> dict[str, float]:
 
 
 def regressions(figures: dict[str, float], baseline: dict[str, float], tolerance: float,
-                step: dict[str, float] | None = None) -> list[str]:
+                step: dict[str, float] | None = None, of: str = "a baseline") -> list[str]:
     """One line per figure more than ``tolerance`` worse than its baseline (and, for a figure
-    measured in steps, by more than two ``step``: each side may be a tick off)."""
+    measured in steps, by more than two ``step``: each side may be a tick off); ``of`` names
+    what the baseline figures are."""
     out = []
     for key, base in baseline.items():
         if key not in GUARDED:
@@ -189,7 +190,7 @@ def regressions(figures: dict[str, float], baseline: dict[str, float], tolerance
         else:
             worse = now > base * (1 + tolerance) and now - base > 2 * (step or {}).get(key, 0.0)
         if worse:
-            out.append(f"{key}: {now:.3f} against a baseline of {base:.3f}")
+            out.append(f"{key}: {now:.3f} against {of} of {base:.3f}")
     return out
 
 
@@ -198,8 +199,6 @@ def compare_with_ref(
 ) -> int:
     """``--against REF``: REF's figures and the working tree's, measured alternately in one
     run; with ``check``, exit 1 when the working tree is more than ``tolerance`` worse."""
-    import against
-
     tree = "working tree"
     repeat += repeat % 2  # as many rounds with each side first
     with tempfile.TemporaryDirectory(prefix="appd-against-") as tmp:
@@ -224,10 +223,9 @@ def compare_with_ref(
         Path(json_out).write_text(json.dumps({ref: theirs, tree: ours}, indent=2) + "\n")
     if not check:
         return 0
-    worse = regressions(ours, theirs, tolerance, steps(quick))
+    worse = regressions(ours, theirs, tolerance, steps(quick), of=f"{ref}'s figure")
     for line in worse:
-        print(f"REGRESSION {line.replace('against a baseline of', f'where {ref} has')}",
-              file=sys.stderr)
+        print(f"REGRESSION {line}", file=sys.stderr)
     if worse:
         return 1
     print(f"no figure more than {tolerance:.0%} worse than at {ref}")

@@ -169,17 +169,16 @@ class SecureSocketAppService(AppServiceBase):
         when it is asynchronous.  (A class that keeps the default :meth:`handle_request`, not
         replaced on the instance either, has a request without keyword arguments dispatched
         here: the same lookup and call, one Python call less per request.)"""
+        attr = None
         if (type(self).handle_request is _HANDLE_REQUEST and not request.kwargs
                 and "handle_request" not in self.__dict__):
             attr = self._commands.get(request.cmd)
-            if attr is not None:
-                value = getattr(self, attr)(*request.args)
-                if type(value) in _NEVER_AWAITABLE or not inspect.isawaitable(value):
-                    return [value], {}
-                result: Any = _wrap_single(value)
-            else:
-                result = self.handle_request(request.cmd, *request.args, **request.kwargs)
-        else:
+        if attr is not None:
+            value = getattr(self, attr)(*request.args)
+            if type(value) in _NEVER_AWAITABLE or not inspect.isawaitable(value):
+                return [value], {}
+            result: Any = _wrap_single(value)
+        else:  # anything else, an unknown command included, as handle_request says
             result = self.handle_request(request.cmd, *request.args, **request.kwargs)
         if type(result) is not tuple and inspect.isawaitable(result):
             if self._loop_thread is None:
