@@ -223,12 +223,19 @@ def compare_with_ref(
         Path(json_out).write_text(json.dumps({ref: theirs, tree: ours}, indent=2) + "\n")
     if not check:
         return 0
-    worse = regressions(ours, theirs, tolerance, steps(quick), of=f"{ref}'s figure")
+    return check_against(ours, theirs, tolerance, quick, of=f"{ref}'s figure", than=f"at {ref}")
+
+
+def check_against(figures: dict[str, float], reference: dict[str, float], tolerance: float,
+                  quick: bool, of: str, than: str) -> int:
+    """Print each regression of ``figures`` against ``reference`` (``of`` names its figures,
+    ``than`` says what they were measured on); 1 when there is one, else 0."""
+    worse = regressions(figures, reference, tolerance, steps(quick), of=of)
     for line in worse:
         print(f"REGRESSION {line}", file=sys.stderr)
     if worse:
         return 1
-    print(f"no figure more than {tolerance:.0%} worse than at {ref}")
+    print(f"no figure more than {tolerance:.0%} worse than {than}")
     return 0
 
 
@@ -272,12 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         if not baseline:
             print(f"no baseline at {BASELINE}", file=sys.stderr)
             return 2
-        worse = regressions(figures, baseline, args.tolerance, steps(args.quick))
-        for line in worse:
-            print(f"REGRESSION {line}", file=sys.stderr)
-        if worse:
-            return 1
-        print(f"no figure more than {args.tolerance:.0%} worse than the baseline")
+        return check_against(figures, baseline, args.tolerance, args.quick,
+                             of="a baseline", than="the baseline")
     return 0
 
 
